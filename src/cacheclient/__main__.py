@@ -1,0 +1,7 @@
+"""``python -m cacheclient``."""
+
+import sys
+
+from cacheclient.cli.main import main
+
+sys.exit(main())

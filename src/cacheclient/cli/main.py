@@ -1,0 +1,73 @@
+"""Entry points: parse the command line, run one command, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from cacheclient import __version__
+from cacheclient.errors import CacheClientError
+
+__all__ = ["build_parser", "install_from_cache", "main"]
+
+# One module per command; each defines ``register(subparsers)`` which adds a parser whose
+# default ``func`` takes the parsed namespace and returns an exit code.
+COMMANDS = ("host", "inspect", "resolve", "fetch", "keys", "verify", "gc", "install", "warm")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cacheclient",
+        description="Resolve, fetch, verify and install builds from Spack binary caches.",
+    )
+    parser.add_argument("--version", action="version", version=f"cacheclient {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for errors (for bug reports)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"cacheclient.cli.{name}_cmd")
+        module.register(sub)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or bool(os.environ.get("CACHECLIENT_DEBUG"))
+    try:
+        code: int = args.func(args)
+    except CacheClientError as exc:
+        if debug:
+            raise
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cacheclient COMMAND ...``"""
+    parser = build_parser()
+    return _run(parser, sys.argv[1:] if argv is None else argv)
+
+
+def install_from_cache(argv: Sequence[str] | None = None) -> int:
+    """``install-from-cache SPEC...``: the same as ``cacheclient install SPEC...``."""
+    parser = build_parser()
+    parser.prog = "install-from-cache"
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["--version"], ["-h"], ["--help"]):
+        return _run(parser, ["install", *args[1:]] if args[0] != "--version" else args)
+    return _run(parser, ["install", *args])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

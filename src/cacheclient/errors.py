@@ -1,0 +1,162 @@
+"""The exception hierarchy: every user-facing failure is a :class:`CacheClientError`.
+
+Each subclass carries an ``exit_code`` (what the CLI returns) and structured fields, and its
+``str()`` is one line a person can act on: it names the file, URL or spec and what was wrong.
+An exception escaping the library that is *not* a ``CacheClientError`` is a bug.
+
+Exit codes (documented in README):
+
+== ==============================================================
+0  success
+1  internal error (a bug: please report it)
+2  usage error (bad command line, bad spec syntax, bad manifest)
+3  nothing matched a request (resolution failed)
+4  verification failed (signature, checksum, untrusted key)
+5  network failure: no mirror could provide what was needed
+6  unsafe or broken archive; installation refused
+7  metadata error (malformed index, page, manifest or spec file)
+8  local store or install root error (disk full, read-only, lock)
+9  relocation impossible (new prefix longer than the old one)
+== ==============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CacheClientError",
+    "ConfigError",
+    "DownloadError",
+    "InstallError",
+    "MetadataError",
+    "NoMatchError",
+    "RelocationError",
+    "StoreError",
+    "UnsafeArchiveError",
+    "UsageError",
+    "VerificationError",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+class CacheClientError(Exception):
+    """Root of every error cacheclient raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(CacheClientError, ValueError):
+    """The caller asked for something malformed (bad spec syntax, unknown option value)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file or CI manifest is invalid; ``problems`` lists every problem."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            text = f"{source}: {self.problems[0]}"
+        else:
+            text = f"{source}: {len(self.problems)} problems: " + "; ".join(self.problems)
+        super().__init__(text)
+
+
+class NoMatchError(CacheClientError, LookupError):
+    """No build satisfied a request on the given host."""
+
+    exit_code = 3
+
+
+class VerificationError(CacheClientError):
+    """A signature, key or checksum did not verify.
+
+    ``expected``/``actual`` hold digests for checksum failures; ``url`` and ``mirror`` say
+    where the bytes came from.
+    """
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        mirror: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.mirror = mirror
+        self.expected = expected
+        self.actual = actual
+
+
+class DownloadError(CacheClientError, OSError):
+    """A transfer failed and no other mirror could provide the artifact."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class UnsafeArchiveError(CacheClientError):
+    """A tarball tried to escape its prefix or holds something we refuse to unpack."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, archive: str | None = None, member: str | None = None):
+        super().__init__(message)
+        self.archive = archive
+        self.member = member
+
+
+class InstallError(CacheClientError):
+    """Installing a build failed for a reason other than an unsafe archive."""
+
+    exit_code = 6
+
+
+class MetadataError(CacheClientError, ValueError):
+    """Metadata (index, page, manifest, spec file) is malformed.
+
+    ``source`` is the file or URL, ``path`` the key path inside it
+    (e.g. ``spec_details[12].hash``).
+    """
+
+    exit_code = 7
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        self.source = source
+        self.path = path
+        self.problem = problem
+        where = f"{source}: {path}: " if path else f"{source}: "
+        super().__init__(where + problem)
+
+
+class StoreError(CacheClientError, OSError):
+    """The local store or install root cannot be used (read-only, full, locked)."""
+
+    exit_code = 8
+
+
+class RelocationError(CacheClientError):
+    """A build cannot be relocated to the requested prefix."""
+
+    exit_code = 9
