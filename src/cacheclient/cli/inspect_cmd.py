@@ -1,17 +1,203 @@
-"""``cacheclient inspect``: placeholder until the command lands."""
+"""``cacheclient inspect MIRROR_OR_PAGE``: what a mirror or a cache.spack.io page holds.
+
+Prints the layout(s), counts per package, OS and target, installable versus dependency-only
+records, and every problem found (records that do not parse, dependencies missing from the
+index, meta/spec disagreements on pages). ``--check-files`` also looks for each installable
+record's spec manifest (v3) or spec file (v2) in the mirror.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from cacheclient.errors import UsageError
+from cacheclient.catalog import Catalog
+from cacheclient.cli._common import print_json
+from cacheclient.errors import MetadataError, UsageError
+from cacheclient.mirrors.layout import detect_layouts, v2_specfile_paths
+from cacheclient.mirrors.open import local_reader, open_catalog
+from cacheclient.model import BuildRecord
+from cacheclient.sources.manifest import decode_text
+from cacheclient.sources.page import read_page
+
+__all__ = ["inspect_source", "register", "run"]
+
+Reader = Callable[[str], "bytes | None"]
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("inspect", help="(not implemented yet)")
-    parser.set_defaults(func=_run)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "inspect",
+        help="show what a binary mirror or a cache.spack.io page holds",
+        description="Show the layout of a Spack binary mirror (directory, file:// or http(s) "
+        "URL) or the content of a cache.spack.io package page (.md file or URL): counts per "
+        "package, OS and target, installable and dependency-only records, and problems found. "
+        "Exit code 0 when it could be read (problems are listed), 7 when it is not readable "
+        "metadata, 5 when it cannot be downloaded.",
+    )
+    parser.add_argument("source", metavar="MIRROR_OR_PAGE", help="mirror or page to inspect")
+    parser.add_argument(
+        "--check-files",
+        action="store_true",
+        help="also check that every installable record's spec manifest / spec file exists",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise UsageError("'inspect' is not implemented yet")
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://", "file:"))
+
+
+def _reader(source: str) -> Reader:
+    if source.startswith(("http://", "https://")):
+        from cacheclient.transport import reader_for  # noqa: PLC0415 - only for URLs
+
+        return reader_for(source)
+    return local_reader(source)
+
+
+def _looks_like_page(source: str) -> bool:
+    if _is_url(source):
+        return source.rstrip("/").endswith((".md", ".markdown"))
+    return Path(source).is_file()
+
+
+def _read_page_source(source: str) -> Catalog:
+    if _is_url(source):
+        base, _, name = source.rpartition("/")
+        data = _reader(base)(name)
+        if data is None:
+            raise MetadataError(source, "", "page not found")
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    return read_page(decode_text(data, source), source)
+
+
+def _record_rows(catalog: Catalog, problems: list[str]) -> list[BuildRecord]:
+    records: list[BuildRecord] = []
+    for name in catalog.names():
+        try:
+            records.extend(catalog.by_name(name))
+        except MetadataError as exc:
+            problems.append(str(exc))
+    return records
+
+
+def inspect_source(source: str, *, check_files: bool = False) -> dict[str, Any]:
+    """Inspect a mirror or page and return the report as a JSON-able dict."""
+    problems: list[str] = []
+    layouts: list[int] = []
+    if _looks_like_page(source):
+        kind = "page"
+        catalog = _read_page_source(source)
+        read: Reader | None = None
+    else:
+        kind = "mirror"
+        if not _is_url(source) and not Path(source).is_dir():
+            raise UsageError(f"{source}: no such directory, file or URL")
+        read = _reader(source)
+        layouts = list(detect_layouts(read, source))
+        catalog = open_catalog(source, read)
+    records = _record_rows(catalog, problems)
+    known = {r.hash for r in records}
+    for record in records:
+        for dep in record.dependencies:
+            if dep.hash not in known and kind == "mirror":
+                problems.append(
+                    f"{record.name}/{record.short_hash}: dependency {dep.name}/{dep.hash} "
+                    "is not in the index"
+                )
+    if check_files and read is not None:
+        for record in records:
+            if not record.installable:
+                continue
+            paths = (
+                [record.manifest_path] if record.manifest_path else list(v2_specfile_paths(record))
+            )
+            if all(read(p) is None for p in paths):
+                problems.append(f"{record.name}/{record.hash}: missing {' or '.join(paths)}")
+    packages: dict[str, dict[str, Any]] = {}
+    for record in records:
+        pkg = packages.setdefault(
+            record.name,
+            {"records": 0, "installable": 0, "versions": set(), "os": Counter(),
+             "targets": Counter()},
+        )  # fmt: skip
+        pkg["records"] += 1
+        pkg["installable"] += int(record.installable)
+        pkg["versions"].add(record.version)
+        pkg["os"][record.os] += 1
+        pkg["targets"][record.target] += 1
+    return {
+        "source": source,
+        "kind": kind,
+        "layouts": layouts,
+        "records": len(records),
+        "installable": sum(r.installable for r in records),
+        "dependency_only": sum(not r.installable and not r.is_external for r in records),
+        "externals": sum(r.is_external for r in records),
+        "os": dict(sorted(Counter(r.os for r in records).items())),
+        "targets": dict(sorted(Counter(r.target for r in records).items())),
+        "stacks": dict(sorted(Counter(s for r in records for s in r.stacks).items()))
+        if kind == "page"
+        else {},
+        "packages": {
+            name: {
+                "records": p["records"],
+                "installable": p["installable"],
+                "versions": sorted(p["versions"]),
+                "os": dict(sorted(p["os"].items())),
+                "targets": dict(sorted(p["targets"].items())),
+            }
+            for name, p in sorted(packages.items())
+        },
+        "warnings": list(catalog.warnings),
+        "problems": problems,
+    }
+
+
+def _print_text(report: dict[str, Any]) -> None:
+    out = sys.stdout
+    layout = ", ".join(f"v{v}" for v in report["layouts"]) or "-"
+    out.write(f"{report['kind']}: {report['source']}\n")
+    if report["kind"] == "mirror":
+        out.write(f"layout: {layout}\n")
+    out.write(
+        f"records: {report['records']} ({report['installable']} installable, "
+        f"{report['dependency_only']} dependency-only, {report['externals']} external)\n"
+    )
+    for key, title in (("os", "os"), ("targets", "targets"), ("stacks", "stacks")):
+        if report[key]:
+            out.write(f"{title}: " + ", ".join(f"{k} ({v})" for k, v in report[key].items()) + "\n")
+    if report["packages"]:
+        width = max(len(n) for n in report["packages"])
+        out.write(f"\n{'package':<{width}}  records  installable  versions\n")
+        for name, p in report["packages"].items():
+            out.write(
+                f"{name:<{width}}  {p['records']:>7}  {p['installable']:>11}  "
+                f"{', '.join(p['versions'])}\n"
+            )
+    for title in ("warnings", "problems"):
+        if report[title]:
+            out.write(f"\n{title} ({len(report[title])}):\n")
+            for line in report[title]:
+                out.write(f"  {line}\n")
+    if not report["warnings"] and not report["problems"]:
+        out.write("\nno problems found\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = inspect_source(args.source, check_files=args.check_files)
+    if args.json:
+        print_json(report)
+    else:
+        _print_text(report)
+    return 0

@@ -1,17 +1,176 @@
-"""``cacheclient resolve``: placeholder until the command lands."""
+"""``cacheclient resolve``: pick the best build per request and explain the choice."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from cacheclient.errors import UsageError
+from cacheclient.catalog import Catalog
+from cacheclient.cli._common import (
+    add_host_options,
+    add_output_options,
+    add_source_options,
+    add_store_option,
+    print_json,
+)
+from cacheclient.config import load_config
+from cacheclient.errors import MetadataError, NoMatchError, UsageError
+from cacheclient.host import HostProfile, host_from_args
+from cacheclient.resolve import Resolution, closest_candidates, no_match_message, resolve
+from cacheclient.spec import parse_requests
+
+__all__ = ["load_catalog", "os_compat_from_args", "register", "run"]
+
+_SHOWN_WHEN_NOTHING_MATCHES = 5
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("resolve", help="(not implemented yet)")
-    parser.set_defaults(func=_run)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "resolve",
+        help="pick the best build for each spec on this host and explain why",
+        description="Resolve each SPEC against a cache.spack.io page or binary mirrors. "
+        "Exit 0 when every spec has a build, 3 when one has none.",
+    )
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="e.g. zlib@1.3 +shared")
+    add_source_options(parser)
+    add_store_option(parser)
+    add_host_options(parser)
+    parser.add_argument(
+        "--explain", action="store_true", help="also list rejected builds with their reasons"
+    )
+    add_output_options(parser)
+    parser.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise UsageError("'resolve' is not implemented yet")
+def _read_page_text(location: str) -> str:
+    if location.startswith(("http://", "https://")):
+        from cacheclient.transport import transport_for  # noqa: PLC0415
+
+        data = transport_for(location).read(location)
+        if data is None:
+            raise MetadataError(location, "", "page not found")
+        return data.decode("utf-8", errors="replace")
+    path = Path(location[len("file://") :] if location.startswith("file://") else location)
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"--metadata {location}: cannot read: {exc.strerror}") from None
+
+
+def _read_page(text: str, source: str) -> Catalog:
+    try:
+        page = importlib.import_module("cacheclient.sources.page")
+    except ImportError:
+        raise UsageError("--metadata: the cache.spack.io page reader is not available") from None
+    catalog: Catalog = page.read_page(text, source)
+    return catalog
+
+
+def _open_mirror(url: str, store: str | None) -> Catalog:
+    try:  # FETCH's cached index reader, when present
+        indexcache: Any = importlib.import_module("cacheclient.indexcache")
+    except ImportError:
+        indexcache = None
+    if indexcache is not None and hasattr(indexcache, "open_mirror"):
+        kwargs: dict[str, Any] = {}
+        if store is not None:
+            from cacheclient.store import Store  # noqa: PLC0415
+
+            kwargs["store"] = Store(Path(store))
+        catalog: Catalog = indexcache.open_mirror(url, **kwargs)
+        return catalog
+    from cacheclient.mirrors.open import local_reader, open_catalog  # noqa: PLC0415
+
+    if url.startswith(("http://", "https://")):
+        from cacheclient.transport import reader_for  # noqa: PLC0415
+
+        return open_catalog(url, reader_for(url))
+    return open_catalog(url, local_reader(url))
+
+
+def load_catalog(
+    metadata: Sequence[str], mirrors: Sequence[str], *, store: str | None = None
+) -> Catalog:
+    """One catalog from every ``--metadata`` page and ``--mirror``, merged."""
+    if not metadata and not mirrors:
+        raise UsageError("no source given: pass --metadata PAGE or --mirror URL")
+    catalogs: list[Catalog] = []
+    for location in metadata:
+        catalogs.append(_read_page(_read_page_text(location), location))
+    catalogs.extend(_open_mirror(url, store) for url in mirrors)
+    if len(catalogs) == 1:
+        return catalogs[0]
+    return Catalog.merge(catalogs)
+
+
+def os_compat_from_args(args: argparse.Namespace) -> str:
+    """``--os-compat`` > ``CACHECLIENT_OS_COMPAT`` > config ``os_compat`` > ``exact``."""
+    value = getattr(args, "os_compat", None) or os.environ.get("CACHECLIENT_OS_COMPAT")
+    value = value or load_config().os_compat or "exact"
+    if value not in ("exact", "libc"):
+        raise UsageError(f"CACHECLIENT_OS_COMPAT must be 'exact' or 'libc', not {value!r}")
+    return value
+
+
+def _print_human(results: Sequence[Resolution], host: HostProfile, explain: bool) -> None:
+    print(f"host: {host}")
+    for res in results:
+        sel = res.selected
+        if sel is None:
+            print(f"{res.request}: nothing matches")
+        else:
+            stacks = f"  stacks: {', '.join(sel.stacks)}" if sel.stacks else ""
+            print(f"{res.request}: {sel.format()}{stacks}")
+            for dep in res.closure[:-1]:
+                print(f"    needs {dep.name}@{dep.version} /{dep.short_hash} ({dep.target})")
+            for ext in res.externals:
+                print(f"    external {ext.name}@{ext.version} (from the host: {ext.external_path})")
+        if explain:
+            shown = res.candidates
+        elif sel is None:
+            shown = closest_candidates(res, _SHOWN_WHEN_NOTHING_MATCHES)
+        else:
+            continue
+        for cand in shown:
+            r = cand.record
+            head = f"  {'#' + str(cand.rank) if cand.accepted else 'no':>4}  {r.hash[:7]}  "
+            head += f"{r.name}@{r.version} {r.os} {r.target}"
+            if cand.accepted:
+                print(head)
+            else:
+                print(f"{head}: " + "; ".join(f"[{x.axis}] {x.message}" for x in cand.reasons))
+        hidden = len(res.candidates) - len(shown)
+        if hidden > 0:
+            print(f"  ... {hidden} more rejected builds (use --explain to list them all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    requests = parse_requests(args.specs)
+    host = host_from_args(args)
+    os_compat = os_compat_from_args(args)
+    mirrors = list(args.mirror) or ([] if args.metadata else list(load_config().mirrors))
+    catalog = load_catalog(args.metadata, mirrors, store=getattr(args, "store", None))
+    results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
+    failed = [r for r in results if r.selected is None]
+    if args.json:
+        print_json(
+            {
+                "host": host.to_dict(),
+                "os_compat": os_compat,
+                "source": catalog.source,
+                "warnings": list(catalog.warnings),
+                "requests": [r.to_dict() for r in results],
+            }
+        )
+        for res in failed:
+            print(f"cacheclient: {no_match_message(res)}", file=sys.stderr)
+        return 3 if failed else 0
+    _print_human(results, host, args.explain)
+    if failed:
+        raise NoMatchError(no_match_message(failed[0]))
+    return 0

@@ -1,0 +1,355 @@
+"""Safe extraction of the ``tar.gz`` archives Spack writes (FORMATS.md §6.1, §6.3, §10.13-16).
+
+The archive is read in one streaming pass into a fresh work directory next to the
+destination. Every member is checked *before* anything is written for it:
+
+* names: no absolute paths, no ``..``, no NUL/newline, bounded depth and length;
+* types: regular files, directories, symlinks and hardlinks only (no devices, FIFOs);
+* modes: no setuid/setgid bits; written modes are normalised to 0644/0755 (the umask
+  applies), ownership is never restored;
+* nothing is written *through* a symlink or file extracted earlier, and files are created
+  with ``O_EXCL|O_NOFOLLOW`` so no existing path is ever followed or overwritten;
+* hardlinks must point at a regular file extracted earlier from the same archive;
+* the decompressed size is bounded (gzip bombs).
+
+When the stream ends, the old prefix is located from the shortest
+``*/.spack/binary_distribution`` member; every member must lie inside it (compared by path
+components) or be a directory above it. Only then is ``<work>/<old prefix>`` renamed to the
+destination. On any failure the work directory is removed and the destination never appears.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cacheclient.errors import InstallError, UnsafeArchiveError
+from cacheclient.install.buildinfo import BuildInfo, parse_buildinfo
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Entry",
+    "ExtractLimits",
+    "ExtractedPrefix",
+    "extract_prefix",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+Kind = Literal["file", "dir", "symlink", "hardlink"]
+
+_BUILDINFO_TAIL = (".spack", "binary_distribution")
+_MAX_BUILDINFO_SIZE = 4 << 20
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExtractLimits:
+    """Bounds on what an archive may make us write."""
+
+    max_ratio: int = 200
+    """Decompressed bytes allowed per compressed byte (beyond ``min_budget``)."""
+    min_budget: int = 256 << 20
+    """Decompressed bytes always allowed, whatever the compressed size."""
+    max_depth: int = 128
+    """Path components in a member name."""
+    max_name: int = 4096
+    """Bytes in a member name or link target."""
+    max_members: int = 2_000_000
+
+
+DEFAULT_LIMITS = ExtractLimits()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Entry:
+    """One member, relative to the prefix. ``target``: symlink text or hardlink source path."""
+
+    path: str
+    kind: Kind
+    target: str | None = None
+    executable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExtractedPrefix:
+    """A prefix unpacked at ``path`` (not yet relocated)."""
+
+    path: Path
+    old_prefix: str
+    buildinfo: BuildInfo
+    entries: Mapping[str, Entry] = field(default_factory=dict)
+    size: int = 0
+    """Total bytes of regular files written."""
+
+
+class _Refused(Exception):
+    """Internal: a member is refused (converted to UnsafeArchiveError with the archive name)."""
+
+    def __init__(self, member: str, problem: str) -> None:
+        super().__init__(problem)
+        self.member = member
+        self.problem = problem
+
+
+class _BudgetReader:
+    """A read-only stream that refuses to yield more than *budget* bytes."""
+
+    def __init__(self, raw: gzip.GzipFile, budget: int) -> None:
+        self._raw = raw
+        self._budget = budget
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.count += len(data)
+        if self.count > self._budget:
+            raise _Refused(
+                "",
+                f"decompresses to more than {self._budget} bytes "
+                "(decompression ratio limit; gzip bomb?)",
+            )
+        return data
+
+
+def _split_name(name: str, limits: ExtractLimits, what: str = "name") -> tuple[str, ...]:
+    """The components of a member name, or _Refused when it is unsafe."""
+    if any(c in name for c in "\0\n\r"):
+        raise _Refused(name, f"{what} contains a NUL or newline character")
+    if len(name.encode("utf-8", "surrogateescape")) > limits.max_name:
+        raise _Refused(name, f"{what} is longer than {limits.max_name} bytes")
+    if name.startswith("/"):
+        raise _Refused(name, f"absolute {what}")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise _Refused(name, f"{what} has a '..' component")
+    if not parts:
+        raise _Refused(name, f"empty {what}")
+    if len(parts) > limits.max_depth:
+        raise _Refused(name, f"{what} is deeper than {limits.max_depth} components")
+    return parts
+
+
+class _Extractor:
+    """The state of one streaming extraction into ``work``."""
+
+    def __init__(self, work: Path, limits: ExtractLimits) -> None:
+        self.work = work
+        self.limits = limits
+        self.kinds: dict[tuple[str, ...], Kind] = {}
+        self.order: list[tuple[tuple[str, ...], str]] = []  # (parts, raw name) in archive order
+        self.link_targets: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.symlink_targets: dict[tuple[str, ...], str] = {}
+        self.executable: set[tuple[str, ...]] = set()
+        self.buildinfo_candidates: dict[tuple[str, ...], bytes] = {}
+        self.size = 0
+
+    def _path(self, parts: tuple[str, ...]) -> str:
+        return os.path.join(self.work, *parts)
+
+    def _ensure_parents(self, parts: tuple[str, ...], name: str) -> None:
+        for i in range(1, len(parts)):
+            sub = parts[:i]
+            kind = self.kinds.get(sub)
+            if kind == "dir":
+                continue
+            if kind == "symlink":
+                raise _Refused(name, f"would be written through the symlink {'/'.join(sub)!r}")
+            if kind is not None:
+                raise _Refused(name, f"parent {'/'.join(sub)!r} is not a directory")
+            os.mkdir(self._path(sub), 0o755)
+            self.kinds[sub] = "dir"
+
+    def add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        name = info.name
+        if len(self.order) >= self.limits.max_members:
+            raise _Refused(name, f"more than {self.limits.max_members} members")
+        parts = _split_name(name, self.limits)
+        if info.mode & (stat.S_ISUID | stat.S_ISGID):
+            raise _Refused(name, f"has setuid/setgid bits (mode {info.mode:o})")
+        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+            what = "device file" if (info.ischr() or info.isblk()) else "FIFO"
+            if not (info.ischr() or info.isblk() or info.isfifo()):
+                what = f"unsupported member type {info.type!r}"
+            raise _Refused(name, f"{what} refused")
+        existing = self.kinds.get(parts)
+        if existing is not None:
+            if existing == "dir" and info.isdir():
+                return  # a repeated directory entry is harmless
+            raise _Refused(name, "duplicate member (would overwrite an earlier one)")
+        self._ensure_parents(parts, name)
+        path = self._path(parts)
+        self.order.append((parts, name))
+        if info.isdir():
+            os.mkdir(path, 0o755)
+            self.kinds[parts] = "dir"
+        elif info.issym():
+            target = info.linkname
+            if not target or any(c in target for c in "\0\n\r"):
+                raise _Refused(name, f"bad symlink target {target!r}")
+            if len(target.encode("utf-8", "surrogateescape")) > self.limits.max_name:
+                raise _Refused(name, "symlink target too long")
+            os.symlink(target, path)
+            self.kinds[parts] = "symlink"
+            self.symlink_targets[parts] = target
+        elif info.islnk():
+            tparts = _split_name(info.linkname, self.limits, "hardlink target")
+            tkind = self.kinds.get(tparts)
+            if tkind == "hardlink":
+                tparts = self.link_targets[tparts]
+            elif tkind != "file":
+                raise _Refused(
+                    name, f"hardlink target {info.linkname!r} is not a file extracted earlier"
+                )
+            os.link(self._path(tparts), path, follow_symlinks=False)
+            self.kinds[parts] = "hardlink"
+            self.link_targets[parts] = tparts
+        else:
+            mode = 0o755 if info.mode & stat.S_IXUSR else 0o644
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            src = tar.extractfile(info)
+            keep = parts[-2:] == _BUILDINFO_TAIL and info.size <= _MAX_BUILDINFO_SIZE
+            with os.fdopen(fd, "wb") as out:
+                if src is not None:
+                    if keep:
+                        data = src.read()
+                        self.buildinfo_candidates[parts] = data
+                        out.write(data)
+                    else:
+                        shutil.copyfileobj(src, out, _CHUNK)
+            self.kinds[parts] = "file"
+            self.size += info.size
+            if mode & 0o100:
+                self.executable.add(parts)
+
+    def finish(self, tarball: str, expected_hash: str | None) -> tuple[tuple[str, ...], BuildInfo]:
+        """Locate the prefix, check containment, parse and cross-check the buildinfo."""
+        if not self.buildinfo_candidates:
+            raise _Refused("", "no .spack/binary_distribution member: not a Spack build archive")
+        best = min(self.buildinfo_candidates, key=lambda p: (len(p), p))
+        prefix = best[:-2]
+        bi_name = "/".join(best)
+        if not prefix:
+            raise _Refused(bi_name, "binary_distribution at the archive root (no prefix)")
+        n = len(prefix)
+        for parts, name in self.order:
+            kind = self.kinds[parts]
+            inside = parts[:n] == prefix
+            if not inside and not (kind == "dir" and prefix[: len(parts)] == parts):
+                old = "/" + "/".join(prefix)
+                raise _Refused(name, f"lies outside the package prefix {old}")
+            if kind == "hardlink" and self.link_targets[parts][:n] != prefix:
+                raise _Refused(name, "hardlink target lies outside the package prefix")
+        if self.kinds.get(prefix, "dir") != "dir":
+            raise _Refused(bi_name, "the prefix is not a directory")
+        info = parse_buildinfo(self.buildinfo_candidates[best], source=tarball, member=bi_name)
+        old_prefix = "/" + "/".join(prefix)
+        _cross_check(info, old_prefix, bi_name, expected_hash)
+        return prefix, info
+
+
+def _cross_check(info: BuildInfo, old_prefix: str, member: str, expected_hash: str | None) -> None:
+    """Refuse a buildinfo that disagrees with where the archive's files really are."""
+    if info.buildpath and info.relative_prefix:
+        claimed = f"{info.buildpath.rstrip('/')}/{info.relative_prefix}"
+        if claimed != old_prefix:
+            raise _Refused(
+                member,
+                f"buildpath/relative_prefix say {claimed} but the files are under {old_prefix}",
+            )
+    if not info.hash_to_prefix:
+        raise _Refused(member, "has neither hash_to_prefix nor prefix_to_hash: cannot relocate")
+    if expected_hash is not None:
+        own = info.hash_to_prefix.get(expected_hash)
+        if own is None:
+            raise _Refused(member, f"does not list this build's hash {expected_hash}")
+        if own != old_prefix:
+            raise _Refused(
+                member, f"says the prefix of {expected_hash} is {own}, archive has {old_prefix}"
+            )
+    elif old_prefix not in info.hash_to_prefix.values():
+        raise _Refused(member, f"hash_to_prefix does not contain the archive prefix {old_prefix}")
+
+
+def extract_prefix(
+    tarball: Path,
+    dest: Path,
+    *,
+    expected_hash: str | None = None,
+    limits: ExtractLimits = DEFAULT_LIMITS,
+) -> ExtractedPrefix:
+    """Unpack the Spack build archive *tarball* so that its prefix becomes *dest*.
+
+    *dest* must not exist; its parent must. With *expected_hash*, the archive's
+    ``binary_distribution`` must map that hash to the archive's own prefix.
+    Raises :class:`UnsafeArchiveError` (naming the member) for anything unsafe or
+    inconsistent, :class:`InstallError` for an unreadable archive; in both cases nothing is
+    left behind.
+    """
+    source = str(tarball)
+    if dest.exists() or dest.is_symlink():
+        raise InstallError(f"{dest}: already exists; refusing to extract {source} over it")
+    try:
+        compressed = tarball.stat().st_size
+    except OSError as exc:
+        raise InstallError(f"{source}: cannot read archive: {exc.strerror}") from None
+    budget = max(limits.min_budget, compressed * limits.max_ratio)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    try:
+        ext = _Extractor(work, limits)
+        try:
+            with (
+                open(tarball, "rb") as raw,
+                gzip.GzipFile(fileobj=raw, mode="rb") as gz,
+                tarfile.open(fileobj=_BudgetReader(gz, budget), mode="r|") as tar,  # type: ignore[call-overload]
+            ):
+                for info in tar:
+                    ext.add(tar, info)
+            prefix, info = ext.finish(source, expected_hash)
+        except _Refused as exc:
+            member = exc.member
+            where = f"member {member!r}: " if member else ""
+            raise UnsafeArchiveError(
+                f"{source}: {where}{exc.problem}; installation refused",
+                archive=source,
+                member=member or None,
+            ) from None
+        except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+            raise UnsafeArchiveError(
+                f"{source}: not a valid tar.gz archive: {str(exc) or type(exc).__name__}",
+                archive=source,
+            ) from None
+        except OSError as exc:
+            raise InstallError(
+                f"{source}: extraction into {dest.parent} failed: {exc.strerror or exc}"
+            ) from None
+        os.rename(os.path.join(work, *prefix), dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    n = len(prefix)
+    entries: dict[str, Entry] = {}
+    for parts, kind in ext.kinds.items():
+        if parts[:n] != prefix or len(parts) == n:
+            continue
+        rel = "/".join(parts[n:])
+        target: str | None = None
+        if kind == "symlink":
+            target = ext.symlink_targets[parts]
+        elif kind == "hardlink":
+            target = "/".join(ext.link_targets[parts][n:])
+        entries[rel] = Entry(path=rel, kind=kind, target=target, executable=parts in ext.executable)
+    return ExtractedPrefix(
+        path=dest, old_prefix="/" + "/".join(prefix), buildinfo=info, entries=entries, size=ext.size
+    )

@@ -1,0 +1,366 @@
+"""Install fetched builds into a root: extract, relocate, rename into place, record.
+
+:func:`install_fetched` takes builds in post-order (dependencies first), as the fetcher
+returns them, and for each one:
+
+1. skips it when the root's database already has it and its prefix exists (unless
+   ``force``), so re-running is a no-op that says so;
+2. extracts its verified tarball into a temporary directory next to the final prefix
+   (:mod:`.extract`), relocates it to the final prefix (:mod:`.relocate`), drops the stale
+   ``.spack/install_manifest.json``, installs ``<root>/bin/sbang`` when a script needs it;
+3. renames the prefix into place and records it in the database (:mod:`.installdb`).
+
+The root therefore only ever holds complete prefixes, and the database matches them.
+Externals are not installed: their paths are checked on the host and reported.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import string
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol
+
+from cacheclient.errors import StoreError, UsageError
+from cacheclient.install.extract import DEFAULT_LIMITS, ExtractLimits, extract_prefix
+from cacheclient.install.installdb import InstallDB, InstallRecord, locked_db
+from cacheclient.install.relocate import build_prefix_map, find_patchelf, relocate_prefix
+from cacheclient.install.sbang import install_sbang, sbang_path
+from cacheclient.model import BlobRef, BuildRecord
+from cacheclient.reporter import Reporter
+
+__all__ = [
+    "DEFAULT_PROJECTION",
+    "ExternalCheck",
+    "FetchedLike",
+    "InstallResult",
+    "InstalledBuild",
+    "LocalBuild",
+    "format_projection",
+    "install_fetched",
+    "planned_prefixes",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+DEFAULT_PROJECTION = "{platform}-{target}/{name}-{version}-{hash}"
+"""Spack 1.x's default layout below the install root."""
+
+_PROJECTION_FIELDS = frozenset({"platform", "os", "target", "name", "version", "hash"})
+
+Status = Literal["installed", "reinstalled", "already-installed"]
+
+
+class FetchedLike(Protocol):
+    """What the installer needs of a fetched build (``cacheclient.fetch.FetchedBuild``)."""
+
+    @property
+    def record(self) -> BuildRecord: ...
+    @property
+    def tarball_path(self) -> Path: ...
+    @property
+    def tarball(self) -> BlobRef: ...
+    @property
+    def mirror(self) -> str: ...
+    @property
+    def signer(self) -> str | None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalBuild:
+    """A build whose verified tarball is already on disk (for tests and local archives)."""
+
+    record: BuildRecord
+    tarball_path: Path
+    tarball: BlobRef
+    mirror: str = ""
+    signer: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstalledBuild:
+    """The outcome for one build."""
+
+    record: BuildRecord
+    prefix: Path
+    status: Status
+    seconds: float = 0.0
+    relocation: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.record.name,
+            "version": self.record.version,
+            "hash": self.record.hash,
+            "spec": self.record.format(),
+            "prefix": str(self.prefix),
+            "status": self.status,
+            "seconds": round(self.seconds, 4),
+            "relocation": dict(self.relocation),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExternalCheck:
+    """An external dependency: not installed from the cache, expected on the host."""
+
+    record: BuildRecord
+    path: str
+    present: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.record.name,
+            "version": self.record.version,
+            "hash": self.record.hash,
+            "path": self.path,
+            "present": self.present,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstallResult:
+    """What :func:`install_fetched` did, in install order."""
+
+    root: Path
+    builds: tuple[InstalledBuild, ...] = ()
+    externals: tuple[ExternalCheck, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def installed(self) -> list[InstalledBuild]:
+        return [b for b in self.builds if b.status != "already-installed"]
+
+    @property
+    def reused(self) -> list[InstalledBuild]:
+        return [b for b in self.builds if b.status == "already-installed"]
+
+    def prefix_of(self, dag_hash: str) -> Path | None:
+        return next((b.prefix for b in self.builds if b.record.hash == dag_hash), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "builds": [b.to_dict() for b in self.builds],
+            "externals": [e.to_dict() for e in self.externals],
+            "warnings": list(self.warnings),
+        }
+
+
+def format_projection(projection: str, record: BuildRecord) -> str:
+    """The relative install path of *record* under *projection* (validated)."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(projection) if f is not None]
+    except ValueError as exc:
+        raise UsageError(f"projection {projection!r}: {exc}") from None
+    bad = [f for f in fields if f not in _PROJECTION_FIELDS]
+    if bad:
+        allowed = ", ".join("{" + f + "}" for f in sorted(_PROJECTION_FIELDS))
+        raise UsageError(f"projection {projection!r}: unknown field {bad[0]!r} (use {allowed})")
+    values = {
+        "platform": record.platform,
+        "os": record.os,
+        "target": record.target,
+        "name": record.name,
+        "version": record.version,
+        "hash": record.hash,
+    }
+    for key, value in values.items():
+        if "/" in value or value in ("", ".", "..") or "\0" in value:
+            raise UsageError(
+                f"{record.name}/{record.short_hash}: {key} {value!r} unusable in a path"
+            )
+    try:
+        rel = projection.format(**values)
+    except (ValueError, IndexError) as exc:
+        raise UsageError(f"projection {projection!r}: {exc}") from None
+    parts = PurePosixPath(rel).parts
+    if not parts or rel.startswith("/") or any(p in ("..", ".") for p in parts):
+        raise UsageError(f"projection {projection!r} gives an unusable path {rel!r}")
+    return rel
+
+
+def planned_prefixes(
+    records: Sequence[BuildRecord],
+    *,
+    root: Path,
+    projection: str = DEFAULT_PROJECTION,
+    db: InstallDB | None = None,
+    force: bool = False,
+) -> dict[str, Path]:
+    """Where each record will live: its recorded prefix if installed, else the projection."""
+    out: dict[str, Path] = {}
+    for rec in records:
+        known = db.get(rec.hash) if db is not None else None
+        if known is not None and not force:
+            out[rec.hash] = Path(known.prefix)
+        else:
+            out[rec.hash] = root / format_projection(projection, rec)
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_externals(externals: Sequence[BuildRecord]) -> list[ExternalCheck]:
+    out = []
+    for rec in externals:
+        path = rec.external_path or ""
+        out.append(ExternalCheck(record=rec, path=path, present=bool(path) and os.path.isdir(path)))
+    return out
+
+
+def _install_one(
+    item: FetchedLike,
+    *,
+    root: Path,
+    final: Path,
+    new_prefixes: Mapping[str, str],
+    limits: ExtractLimits,
+    patchelf: str | Callable[[], str | None] | None,
+) -> dict[str, Any]:
+    """Extract, relocate and move one build into *final*; returns relocation figures."""
+    record = item.record
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as exc:
+        raise StoreError(f"{final.parent}: cannot create: {exc.strerror or exc}") from None
+    try:
+        work = staging / "prefix"
+        extracted = extract_prefix(
+            item.tarball_path, work, expected_hash=record.hash, limits=limits
+        )
+        new_sbang = str(sbang_path(root))
+        mapping = build_prefix_map(
+            extracted.buildinfo,
+            new_prefixes=new_prefixes,
+            new_root=str(root),
+            new_sbang=new_sbang,
+        )
+        report = relocate_prefix(extracted, mapping, new_sbang=new_sbang, patchelf=patchelf)
+        manifest = extracted.entries.get(".spack/install_manifest.json")
+        if manifest is not None and manifest.kind == "file":
+            # Stale after relocation (checksums and paths changed); Spack rewrites it.
+            (work / ".spack" / "install_manifest.json").unlink()
+        if report.uses_sbang:
+            install_sbang(root)
+        if final.exists() or final.is_symlink():
+            os.rename(final, staging / "previous")
+        os.rename(work, final)
+    except OSError as exc:
+        raise StoreError(
+            f"{final}: installing {record.name}/{record.short_hash} failed: {exc.strerror or exc}"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {
+        "old_prefix": extracted.old_prefix,
+        "files": len(extracted.entries),
+        "bytes": extracted.size,
+        "text_files": report.text_files,
+        "binaries": report.binaries,
+        "links": report.links,
+        "sbang": report.uses_sbang,
+        "patchelf": list(report.patchelf),
+    }
+
+
+def install_fetched(
+    items: Sequence[FetchedLike],
+    *,
+    root: Path,
+    projection: str = DEFAULT_PROJECTION,
+    force: bool = False,
+    reporter: Reporter | None = None,
+    externals: Sequence[BuildRecord] = (),
+    limits: ExtractLimits = DEFAULT_LIMITS,
+    patchelf: str | Callable[[], str | None] | None = find_patchelf,
+) -> InstallResult:
+    """Install *items* (post-order: dependencies first) into *root*.
+
+    Already installed builds are reused unless *force*; *externals* are checked for presence.
+    Raises the first :class:`CacheClientError` met; builds installed before it stay installed
+    and recorded, the failing one leaves nothing behind.
+    """
+    rep = reporter if reporter is not None else Reporter()
+    root = Path(os.path.abspath(root))
+    warnings: list[str] = []
+    builds: list[InstalledBuild] = []
+    with locked_db(root) as db:
+        records = [item.record for item in items]
+        planned = planned_prefixes(records, root=root, projection=projection, db=db, force=force)
+        new_prefixes = {rec.hash: rec.prefix for rec in db.records.values()}
+        new_prefixes.update({h: str(p) for h, p in planned.items()})
+        for item in items:
+            rec = item.record
+            final = planned[rec.hash]
+            known = db.get(rec.hash)
+            if known is not None and not force and Path(known.prefix).is_dir():
+                builds.append(InstalledBuild(record=rec, prefix=final, status="already-installed"))
+                continue
+            rep.installing(rec, str(final))
+            started = time.perf_counter()
+            figures = _install_one(
+                item,
+                root=root,
+                final=final,
+                new_prefixes=new_prefixes,
+                limits=limits,
+                patchelf=patchelf,
+            )
+            if figures["patchelf"]:
+                msg = f"{rec.name}/{rec.short_hash}: run paths grown with patchelf in " + ", ".join(
+                    figures["patchelf"]
+                )
+                warnings.append(msg)
+                rep.warning(msg)
+            db.put(
+                InstallRecord(
+                    hash=rec.hash,
+                    name=rec.name,
+                    version=rec.version,
+                    prefix=str(final),
+                    spec=rec.format(),
+                    installed_at=_now(),
+                    mirror=item.mirror or None,
+                    tarball_sha256=item.tarball.checksum,
+                    signer=item.signer,
+                    old_prefix=str(figures["old_prefix"]),
+                    dependencies=tuple(d.hash for d in rec.runtime_dependencies()),
+                )
+            )
+            db.save()
+            status: Status = "reinstalled" if known is not None else "installed"
+            builds.append(
+                InstalledBuild(
+                    record=rec,
+                    prefix=final,
+                    status=status,
+                    seconds=time.perf_counter() - started,
+                    relocation=figures,
+                )
+            )
+            rep.installed(rec, str(final))
+    checks = _check_externals(externals)
+    for check in checks:
+        if not check.present:
+            msg = (
+                f"external {check.record.name}@{check.record.version} is expected at "
+                f"{check.path or '(no path recorded)'} but is not there"
+            )
+            warnings.append(msg)
+            rep.warning(msg)
+    return InstallResult(
+        root=root, builds=tuple(builds), externals=tuple(checks), warnings=tuple(warnings)
+    )

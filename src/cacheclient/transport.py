@@ -1,0 +1,696 @@
+"""Moving bytes from mirrors: ``file://``, plain paths and ``http(s)://``, with retries and resume.
+
+A :class:`Transport` knows one family of URL schemes. :func:`transport_for` picks one from a
+registry that other packages extend through the ``cacheclient.transports`` entry-point group
+(``scheme = "module:Class"``; the class is called with a :class:`TransportOptions`).
+
+All HTTP traffic of a process goes through one shared :class:`requests.Session` whose connection
+pool is sized for the number of parallel downloads. Connection errors, 429 and 5xx are retried
+with exponential backoff and jitter (tenacity), honouring ``Retry-After``; a 404 is retried once
+when the caller asks for it (a writer may be re-pushing the entry: FORMATS §10 pitfall 25); other
+4xx are never retried.
+
+:meth:`Transport.download` streams into a ``.partial`` file, hashing while it writes. A later call
+(after a crash or ``kill -9``) hashes the existing prefix once and continues it with
+``Range``/``If-Range``; when the server ignores the range (200) or the validator changed, it
+starts again from zero. The length is checked against the expected size while streaming.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import requests
+import requests.adapters
+import tenacity
+
+from cacheclient import __version__
+from cacheclient.errors import DownloadError, StoreError, VerificationError
+
+__all__ = [
+    "CHUNK_SIZE",
+    "USER_AGENT",
+    "DownloadResult",
+    "Fetched",
+    "FileTransport",
+    "HttpTransport",
+    "ProgressCallback",
+    "Stream",
+    "Transport",
+    "TransportOptions",
+    "configure",
+    "join_url",
+    "reader_for",
+    "register_transport",
+    "transport_for",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+USER_AGENT = f"cacheclient/{__version__}"
+CHUNK_SIZE = 1 << 20
+"""Bytes read per chunk while streaming a download."""
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""Called with ``(bytes_done, bytes_total)`` while a download streams."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TransportOptions:
+    """Timeouts, retry policy and pool size shared by every transport of a run."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    attempts: int = 5
+    """Total tries for a transient failure (connection error, 429, 5xx)."""
+    backoff: float = 0.5
+    """First backoff delay in seconds; doubles each try, plus up to as much random jitter."""
+    backoff_max: float = 30.0
+    """Upper bound of one delay, also applied to ``Retry-After``."""
+    not_found_delay: float = 0.5
+    """Delay before the single retry of a 404 (push race)."""
+    pool_size: int = 8
+    user_agent: str = USER_AGENT
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Fetched:
+    """A small whole-body response. ``status`` is 200, or 304 when the validator still matched."""
+
+    status: int
+    body: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DownloadResult:
+    """What :meth:`Transport.download` wrote: sha256 and size of the whole file."""
+
+    sha256: str
+    size: int
+    resumed_from: int = 0
+    """How many bytes of an earlier partial download were kept (0 when it started afresh)."""
+
+
+class Stream(Protocol):
+    """An open response body, possibly starting at an offset."""
+
+    offset: int
+    """Where the body starts in the resource (0 when the server sent the whole thing)."""
+    validator: str | None
+    """A strong ETag or Last-Modified value for a later ``If-Range``."""
+    total: int | None
+    """Size of the whole resource when known."""
+
+    def read(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Internal failure kinds that drive the retry policy.
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection error, 429, 5xx)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _NotFound(Exception):
+    """404 / ENOENT."""
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _retrying(options: TransportOptions, *, retry_not_found: bool) -> tenacity.Retrying:
+    def should_retry(state: tenacity.RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _NotFound):
+            return retry_not_found and state.attempt_number == 1
+        return isinstance(exc, _Transient) and state.attempt_number < options.attempts
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _NotFound):
+            return options.not_found_delay
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, options.backoff_max)
+        growth: float = 2.0 ** (state.attempt_number - 1)
+        base = min(options.backoff * growth, options.backoff_max)
+        return min(base + random.uniform(0, base), options.backoff_max)  # noqa: S311
+
+    return tenacity.Retrying(
+        retry=should_retry, wait=wait, sleep=options.sleep, reraise=True, stop=tenacity.stop_never
+    )
+
+
+def join_url(base: str, relative: str) -> str:
+    """Join a path below a mirror URL or directory, keeping any path prefix of the base.
+
+    >>> join_url("https://host/develop/", "/v3/layout.json")
+    'https://host/develop/v3/layout.json'
+    """
+    if not relative:
+        return base
+    return base.rstrip("/") + "/" + relative.lstrip("/")
+
+
+def _scheme_of(url: str) -> str:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    return "file" if len(scheme) <= 1 else scheme  # "" or a Windows drive letter
+
+
+# ---------------------------------------------------------------------------------------------
+# The base class: resumable, hashing download on top of ``open_stream``.
+
+
+class Transport:
+    """Base class of every transport; subclasses implement :meth:`_get` and :meth:`_open`.
+
+    Public methods raise :class:`DownloadError` for failures that survive the retries and return
+    ``None`` when the resource does not exist (404 / ENOENT).
+    """
+
+    schemes: tuple[str, ...] = ()
+
+    def __init__(self, options: TransportOptions | None = None) -> None:
+        self.options = options or TransportOptions()
+
+    # -- to implement -------------------------------------------------------------------------
+    def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+        """Read a whole (small) resource; raise ``_NotFound``/``_Transient``/``DownloadError``."""
+        raise NotImplementedError
+
+    def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
+        """Open the body at *offset* (the server may ignore it: check ``Stream.offset``)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections (the default does nothing)."""
+
+    # -- public API ---------------------------------------------------------------------------
+    def get(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        retry_not_found: bool = False,
+    ) -> Fetched | None:
+        """GET *url* whole; with *etag*/*last_modified* a 304 comes back as ``status=304``."""
+        try:
+            for attempt in _retrying(self.options, retry_not_found=retry_not_found):
+                with attempt:
+                    return self._get(url, etag, last_modified)
+        except _NotFound:
+            return None
+        except _Transient as exc:
+            raise DownloadError(f"{url}: {exc}", url=url) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read(self, url: str, *, retry_not_found: bool = False) -> bytes | None:
+        """The body of *url*, or ``None`` when it does not exist."""
+        fetched = self.get(url, retry_not_found=retry_not_found)
+        return None if fetched is None else fetched.body
+
+    def download(
+        self,
+        url: str,
+        partial: Path,
+        *,
+        expected_size: int | None = None,
+        progress: ProgressCallback | None = None,
+        retry_not_found: bool = True,
+    ) -> DownloadResult | None:
+        """Stream *url* into *partial*, continuing an earlier partial download when possible.
+
+        The sha256 covers the whole file; the bytes of an existing partial file are hashed once
+        and never re-read. Returns ``None`` on 404. More bytes than *expected_size* raise
+        :class:`VerificationError` and remove the partial file; a short body at the end raises
+        :class:`VerificationError` too (the caller decides whether to try another mirror).
+        Failures that survive the retries raise :class:`DownloadError` and keep the partial file
+        for a later resume.
+        """
+        try:
+            for attempt in _retrying(self.options, retry_not_found=retry_not_found):
+                with attempt:
+                    return self._download_once(url, partial, expected_size, progress)
+        except _NotFound:
+            return None
+        except _Transient as exc:
+            raise DownloadError(f"{url}: {exc}", url=url) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _download_once(
+        self,
+        url: str,
+        partial: Path,
+        expected_size: int | None,
+        progress: ProgressCallback | None,
+    ) -> DownloadResult:
+        meta_path = partial.with_name(partial.name + ".meta")
+        hasher = hashlib.sha256()
+        have = 0
+        validator: str | None = None
+        if partial.exists():
+            meta = _read_meta(meta_path)
+            if meta.get("url") == url and isinstance(meta.get("validator"), str):
+                validator = str(meta["validator"])
+                have = _hash_prefix(partial, hasher, expected_size)
+        if have and expected_size is not None and have == expected_size:
+            # Complete from an earlier run that died before the rename.
+            if progress:
+                progress(have, expected_size)
+            return DownloadResult(sha256=hasher.hexdigest(), size=have, resumed_from=have)
+        if not have:
+            hasher = hashlib.sha256()
+            validator = None
+        stream = self._open(url, have, validator if have else None)
+        try:
+            if stream.offset != have:  # server ignored the range or the validator changed
+                hasher = hashlib.sha256()
+                have = 0
+            if stream.validator:
+                _write_meta(meta_path, {"url": url, "validator": stream.validator})
+            else:
+                meta_path.unlink(missing_ok=True)
+            resumed_from = have
+            total = expected_size if expected_size is not None else stream.total
+            mode = "ab" if have else "wb"
+            try:
+                out = open(partial, mode)  # noqa: SIM115 - closed below, errors mapped
+            except OSError as exc:
+                raise StoreError(f"{partial}: cannot write: {exc.strerror or exc}") from None
+            with out:
+                if have:
+                    out.truncate(have)
+                    out.seek(have)
+                have = self._pump(
+                    url,
+                    stream,
+                    out,
+                    hasher=hasher,
+                    have=have,
+                    expected_size=expected_size,
+                    total=total,
+                    progress=progress,
+                )
+        finally:
+            stream.close()
+        if expected_size is not None and have != expected_size:
+            partial.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            raise VerificationError(
+                f"{url}: size mismatch: expected {expected_size} bytes, got {have}",
+                url=url,
+                expected=str(expected_size),
+                actual=str(have),
+            )
+        return DownloadResult(sha256=hasher.hexdigest(), size=have, resumed_from=resumed_from)
+
+    @staticmethod
+    def _pump(
+        url: str,
+        stream: Stream,
+        out: IO[bytes],
+        *,
+        hasher: Any,
+        have: int,
+        expected_size: int | None,
+        total: int | None,
+        progress: ProgressCallback | None,
+    ) -> int:
+        while True:
+            try:
+                chunk = stream.read(CHUNK_SIZE)
+            except _Transient:
+                out.flush()
+                raise
+            if not chunk:
+                break
+            if expected_size is not None and have + len(chunk) > expected_size:
+                out.close()
+                out_name = getattr(out, "name", "")
+                if out_name:
+                    Path(out_name).unlink(missing_ok=True)
+                    Path(out_name + ".meta").unlink(missing_ok=True)
+                raise VerificationError(
+                    f"{url}: size mismatch: more than the expected {expected_size} bytes",
+                    url=url,
+                    expected=str(expected_size),
+                    actual=f">{expected_size}",
+                )
+            hasher.update(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise StoreError(
+                    f"{getattr(out, 'name', '?')}: cannot write: {exc.strerror or exc}"
+                ) from None
+            have += len(chunk)
+            if progress:
+                progress(have, total)
+        return have
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_meta(path: Path, data: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _hash_prefix(partial: Path, hasher: Any, expected_size: int | None) -> int:
+    """Feed the existing partial file to *hasher* once; 0 (start again) if it is too long."""
+    try:
+        size = partial.stat().st_size
+        if expected_size is not None and size > expected_size:
+            return 0
+        with open(partial, "rb") as handle:
+            while chunk := handle.read(CHUNK_SIZE):
+                hasher.update(chunk)
+    except OSError:
+        return 0
+    return size
+
+
+# ---------------------------------------------------------------------------------------------
+# file:// and plain paths
+
+
+def _local_path(url: str) -> Path:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "file":
+        return Path(urllib.request.url2pathname(urllib.parse.unquote(parts.netloc + parts.path)))
+    return Path(url)
+
+
+class _FileStream:
+    def __init__(self, handle: IO[bytes], offset: int, validator: str, total: int) -> None:
+        self._handle = handle
+        self.offset = offset
+        self.validator: str | None = validator
+        self.total: int | None = total
+
+    def read(self, size: int) -> bytes:
+        return self._handle.read(size)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class FileTransport(Transport):
+    """Local directories: ``file:///path`` URLs and plain paths."""
+
+    schemes = ("file",)
+
+    @staticmethod
+    def _validator(stat: os.stat_result) -> str:
+        return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"
+
+    def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+        path = _local_path(url)
+        try:
+            stat = path.stat()
+            tag = self._validator(stat)
+            if etag is not None and etag == tag:
+                return Fetched(status=304, body=b"", etag=tag)
+            body = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise _NotFound(url) from None
+        except IsADirectoryError:
+            raise DownloadError(f"{url}: is a directory", url=url) from None
+        except OSError as exc:
+            raise DownloadError(f"{url}: {exc.strerror or exc}", url=url) from None
+        return Fetched(status=200, body=body, etag=tag)
+
+    def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
+        path = _local_path(url)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - owned by the stream
+            stat = os.fstat(handle.fileno())
+        except (FileNotFoundError, NotADirectoryError):
+            raise _NotFound(url) from None
+        except OSError as exc:
+            raise DownloadError(f"{url}: {exc.strerror or exc}", url=url) from None
+        tag = self._validator(stat)
+        start = offset if (offset and if_range == tag and offset <= stat.st_size) else 0
+        handle.seek(start)
+        return _FileStream(handle, start, tag, stat.st_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# http:// and https://
+
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def _strong_etag(value: str | None) -> str | None:
+    if not value or value.startswith(("W/", "w/")):
+        return None
+    return value
+
+
+class _HttpStream:
+    def __init__(self, url: str, response: requests.Response, offset: int) -> None:
+        self._url = url
+        self._response = response
+        self.offset = offset
+        headers = response.headers
+        self.validator: str | None = _strong_etag(headers.get("ETag")) or headers.get(
+            "Last-Modified"
+        )
+        self.total: int | None = None
+        content_range = headers.get("Content-Range", "")
+        if response.status_code == 206 and "/" in content_range:
+            tail = content_range.rsplit("/", 1)[1]
+            self.total = int(tail) if tail.isdigit() else None
+        elif (length := headers.get("Content-Length", "")).isdigit():
+            self.total = int(length)
+
+    def read(self, size: int) -> bytes:
+        try:
+            data: bytes = self._response.raw.read(size, decode_content=False)
+        except Exception as exc:  # noqa: BLE001
+            # urllib3 raises ProtocolError/ReadTimeoutError/IncompleteRead here.
+            raise _Transient(f"transfer interrupted: {type(exc).__name__}: {exc}") from None
+        return data
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class HttpTransport(Transport):
+    """``http://`` and ``https://`` through one shared :class:`requests.Session`."""
+
+    schemes = ("http", "https")
+
+    def __init__(
+        self, options: TransportOptions | None = None, session: requests.Session | None = None
+    ) -> None:
+        super().__init__(options)
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=max(4, self.options.pool_size),
+                pool_maxsize=max(4, self.options.pool_size),
+                max_retries=0,
+            )
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        session.headers["User-Agent"] = self.options.user_agent
+        self.session = session
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (self.options.connect_timeout, self.options.read_timeout)
+
+    def _request(self, url: str, headers: dict[str, str], *, stream: bool) -> requests.Response:
+        try:
+            response = self.session.get(url, headers=headers, timeout=self._timeout, stream=stream)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"connection failed: {_short(exc)}") from None
+        except requests.RequestException as exc:
+            raise DownloadError(f"{url}: {_short(exc)}", url=url) from None
+        status = response.status_code
+        if status in (200, 206, 304):
+            return response
+        response.close()
+        if status in (404, 410):
+            raise _NotFound(url)
+        reason = f"HTTP {status} {response.reason or ''}".strip()
+        if status in _RETRY_STATUS or status >= 500:
+            raise _Transient(reason, _parse_retry_after(response.headers.get("Retry-After")))
+        raise DownloadError(f"{url}: {reason}", url=url)
+
+    def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+        headers: dict[str, str] = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        response = self._request(url, headers, stream=False)
+        new_etag = _strong_etag(response.headers.get("ETag"))
+        modified = response.headers.get("Last-Modified")
+        if response.status_code == 304:
+            return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
+        try:
+            body = response.content
+        except (requests.RequestException, OSError) as exc:
+            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
+        return Fetched(status=200, body=body, etag=new_etag, last_modified=modified)
+
+    def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
+        headers = {"Accept-Encoding": "identity"}
+        if offset and if_range:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = if_range
+        response = self._request(url, headers, stream=True)
+        start = 0
+        if response.status_code == 206:
+            content_range = response.headers.get("Content-Range", "")
+            try:
+                start = int(content_range.split()[1].split("-")[0])
+            except (IndexError, ValueError):
+                response.close()
+                raise DownloadError(
+                    f"{url}: bad Content-Range {content_range!r}", url=url
+                ) from None
+            if start != offset:
+                # Not what we asked for: start again without a range.
+                response.close()
+                return self._open(url, 0, None)
+        elif response.status_code == 304:
+            response.close()
+            raise DownloadError(f"{url}: unexpected HTTP 304", url=url)
+        return _HttpStream(url, response, start)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+TransportFactory = Callable[[TransportOptions], Transport]
+
+_BUILTIN: dict[str, TransportFactory] = {
+    "file": FileTransport,
+    "http": HttpTransport,
+    "https": HttpTransport,
+}
+_registry: dict[str, TransportFactory] = {}
+_instances: dict[Any, Transport] = {}
+_lock = threading.Lock()
+_options = TransportOptions()
+_entry_points_loaded = False
+
+
+def register_transport(scheme: str, factory: TransportFactory) -> None:
+    """Make *factory* handle URLs with *scheme* (overrides entry points and built-ins)."""
+    with _lock:
+        _registry[scheme.lower()] = factory
+
+
+def configure(options: TransportOptions) -> None:
+    """Set the options used by :func:`transport_for` from now on (closes cached transports)."""
+    global _options  # noqa: PLW0603 - process-wide defaults, like requests' default session
+    with _lock:
+        _options = options
+        for transport in _instances.values():
+            transport.close()
+        _instances.clear()
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded  # noqa: PLW0603
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry in metadata.entry_points(group="cacheclient.transports"):
+        if entry.name.lower() in _registry:
+            continue
+        try:
+            factory = entry.load()
+        except Exception:  # noqa: BLE001, S112 - a broken plugin must not break built-ins
+            continue
+        if callable(factory):
+            _registry[entry.name.lower()] = factory
+
+
+def transport_for(url: str, options: TransportOptions | None = None) -> Transport:
+    """The transport for *url*'s scheme (shared per factory, so http and https share a pool)."""
+    scheme = _scheme_of(url)
+    with _lock:
+        _load_entry_points()
+        factory = _registry.get(scheme) or _BUILTIN.get(scheme)
+        if factory is None:
+            raise DownloadError(f"{url}: unsupported URL scheme {scheme!r}", url=url)
+        opts = options or _options
+        key = (factory, opts)
+        transport = _instances.get(key)
+        if transport is None:
+            transport = factory(opts)
+            _instances[key] = transport
+        return transport
+
+
+def reader_for(
+    mirror_url: str, *, options: TransportOptions | None = None
+) -> Callable[[str], bytes | None]:
+    """A function reading paths relative to *mirror_url*: bytes, or ``None`` when missing.
+
+    >>> read = reader_for("fixtures/spack-v3/signed")
+    >>> read("v3/no-such-file") is None
+    True
+    """
+    transport = transport_for(mirror_url, options)
+
+    def read(relative: str) -> bytes | None:
+        return transport.read(join_url(mirror_url, relative))
+
+    return read
