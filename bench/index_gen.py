@@ -19,17 +19,22 @@ import random
 from pathlib import Path
 from typing import Any
 
-X86_FEATURES = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+X86_FEATURES = _words(
     "adx aes avx avx2 avx512bw avx512cd avx512dq avx512f avx512vl avx512_vnni bmi1 bmi2 "
     "clflushopt clwb f16c fma mmx movbe pclmulqdq popcnt rdrand rdseed sha sse sse2 sse4_1 "
     "sse4_2 ssse3 xsavec xsaveopt vaes vpclmulqdq gfni abm clzero cx16 lahf_lm mwaitx "
     "sse4a xop fma4 tbm avx512ifma avx512vbmi avx512_bitalg avx512_vpopcntdq avx512_bf16"
-).split()
-ARM_FEATURES = (
+)
+ARM_FEATURES = _words(
     "aes asimd asimddp asimdfhm asimdhp asimdrdm atomics bf16 cpuid crc32 dcpodp dcpop dit "
     "evtstrm fcma flagm fp fphp frint i8mm ilrcpc jscvt lrcpc paca pacg pmull rng sb sha1 sha2 "
     "sha3 sha512 sm3 sm4 ssbs sve sve2 svebf16 svei8mm uscat"
-).split()
+)
 TARGETS: list[Any] = [
     "x86_64_v3",
     "x86_64_v4",
@@ -58,7 +63,7 @@ def _node(
     params: dict[str, Any] = {"build_system": rng.choice(BUILD_SYSTEMS)}
     for i in range(rng.randint(2, 9)):
         kind = rng.random()
-        key = f"{name.split('-')[-1][:6]}opt{i}"
+        key = f"{name.rsplit('-', maxsplit=1)[-1][:6]}opt{i}"
         if kind < 0.5:
             params[key] = rng.random() < 0.5
         elif kind < 0.8:
@@ -88,7 +93,7 @@ def _node(
 
 def generate(records: int, seed: int) -> dict[str, Any]:
     """A Database v8 document with *records* records (deterministic for a *seed*)."""
-    rng = random.Random(seed)  # noqa: S311 - synthetic data
+    rng = random.Random(seed)
     names = [f"pkg-{i:04d}" for i in range(max(1, records // 20))] + ["py-pyproject-hooks"]
     installs: dict[str, Any] = {}
     hashes: list[str] = []
@@ -137,7 +142,10 @@ def main() -> None:
     doc = generate(args.records, args.seed)
     args.out.write_text(json.dumps(doc, separators=(",", ":")))
     size = args.out.stat().st_size
-    print(f"{args.out}: {args.records} records, {size / 1e6:.1f} MB, {size / args.records:.0f} B/record")
+    print(
+        f"{args.out}: {args.records} records, {size / 1e6:.1f} MB, "
+        f"{size / args.records:.0f} B/record"
+    )
 
 
 if __name__ == "__main__":

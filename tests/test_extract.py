@@ -160,6 +160,45 @@ class TestOldAndUnusualArchives:
         assert result.entries["lib/two"].kind == "hardlink"
         assert result.entries["lib/two"].target == "lib/one"
 
+    @pytest.mark.parametrize(
+        ("prefix", "first"),
+        [
+            ("home/u/.spack/opt/pkg-1.0-" + "a" * 32, None),  # install tree inside ~/.spack
+            ("opt/root/pkg-1.0-" + "a" * 32, "bin/early"),  # a file before .spack
+            ("opt/root/pkg-1.0-" + "a" * 32, "share/a/b/"),  # directories before .spack
+        ],
+        ids=["tree-under-dot-spack", "file-first", "dirs-first-deepest-first"],
+    )
+    def test_unusual_order_and_names_still_extract(
+        self, prefix: str, first: str | None, tmp_path: Path
+    ) -> None:
+        tar_path = tmp_path / "u.tar.gz"
+        bi = (
+            "{hash_to_prefix: {" + "a" * 32 + ": /" + prefix + "}, relocate_textfiles: []}"
+        ).encode()
+        members = [(f"{prefix}/{first}", b"early\n")] if first else []
+        members += [(f"{prefix}/.spack/binary_distribution", bi), (f"{prefix}/lib/x", b"x")]
+        with tarfile.open(tar_path, "w:gz") as tar:
+            parts = prefix.split("/")
+            dirs = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            if first and first.endswith("/"):  # deepest directory first, then its parents
+                dirs += [f"{prefix}/share/a/b", f"{prefix}/share/a", f"{prefix}/share"]
+                members = members[1:]
+            for name in dirs:
+                info = tarfile.TarInfo(name)
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        result = extract_prefix(tar_path, tmp_path / "p", expected_hash="a" * 32)
+        assert result.old_prefix == "/" + prefix
+        assert (tmp_path / "p" / "lib" / "x").read_bytes() == b"x"
+        assert sorted(os.listdir(tmp_path)) == ["p", "u.tar.gz"]
+        if first:
+            assert (tmp_path / "p" / first).exists()
+
     def test_corrupt_gzip_is_refused_cleanly(self, tmp_path: Path) -> None:
         data = (SPACK_V3_SIGNED / SPECS[0]["tarball"]["path"]).read_bytes()
         bad = tmp_path / "bad.tar.gz"

@@ -197,6 +197,20 @@ CASES: dict[str, tuple[Callable[[], Spec], str, str]] = {
         ".spack/binary_distribution",
         "'..'",
     ),
+    "buildinfo-is-a-symlink": (
+        lambda: (
+            Spec(buildinfo_name=f"{PREFIX}/.spack/other")
+            .add(f"{PREFIX}/bin/ok")
+            .sym(f"{PREFIX}/.spack/binary_distribution", "/etc/passwd")
+        ),
+        "",
+        "no .spack/binary_distribution",
+    ),
+    "prefix-is-a-symlink": (
+        lambda: Spec().sym(PREFIX, "/tmp").add(f"{PREFIX}/bin/ok"),
+        f"{PREFIX}/bin/ok",
+        "through the symlink",
+    ),
     "buildinfo-not-yaml": (
         lambda: Spec(buildinfo=b"{unclosed: [").add(f"{PREFIX}/bin/ok"),
         ".spack/binary_distribution",

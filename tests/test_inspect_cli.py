@@ -70,6 +70,23 @@ class TestMirrors:
         assert "is not in the index" in report["problems"][0]
         assert "missing v3/manifests/spec/lib/" in report["problems"][1]
 
+    def test_malformed_record_is_a_problem_not_a_crash(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        mirror = tmp_path / "v2"
+        shutil.copytree(V2_MIRRORS / "unsigned", mirror)
+        index = mirror / "build_cache/index.json"
+        doc = json.loads(index.read_text())
+        doc["database"]["installs"]["rqh2vuf6fqwkmipzgi2wjx352mq7y7ez"]["spec"]["arch"] = 5
+        index.write_text(json.dumps(doc))
+        report = _json(capsys, str(mirror))
+        assert report["records"] == 6
+        assert len(report["problems"]) == 1
+        assert (
+            "database.installs.rqh2vuf6fqwkmipzgi2wjx352mq7y7ez.spec.arch"
+            in (report["problems"][0])
+        )
+
     def test_both_layouts(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         both = tmp_path / "both"
         shutil.copytree(SPACK_V3_UNSIGNED, both)
@@ -133,6 +150,11 @@ class TestBadInput:
     def test_missing_path_exit_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["inspect", str(tmp_path / "nope")]) == 2
         assert "no such directory" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("url", ["oci://ghcr.io/spack/cache", "s3://bucket/mirror"])
+    def test_unsupported_schemes(self, capsys: pytest.CaptureFixture[str], url: str) -> None:
+        assert main(["inspect", url]) == 2
+        assert "mirrors are not supported" in capsys.readouterr().err
 
     def test_non_utf8_page(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         page = tmp_path / "p.md"

@@ -74,6 +74,11 @@ class TestContract:
         assert text.count("reinstalled") == 4
         assert _run_tool(root).startswith("demo-tool 1.0.0")
 
+        other = tmp_path / "offline-root"
+        assert install_from_cache([*args, "--root", str(other), "--offline", "-q"]) == 0
+        assert "4 build(s) installed" in capsys.readouterr().out
+        assert _run_tool(other).startswith("demo-tool 1.0.0")
+
     def test_dry_run_changes_nothing(
         self, mirror_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -87,7 +92,7 @@ class TestContract:
         assert all(b["tarball_size"] and b["tarball_size"] > 1000 for b in plan["builds"])
         assert plan["fetch_bytes"] == sum(b["tarball_size"] for b in plan["builds"])
         assert not root.exists()
-        assert not list(store.glob("blobs/**/*")) if store.exists() else True
+        assert not store.exists() or not any(store.glob("blobs/**/*"))
         assert main(argv[:-1]) == 0
         assert "4 build(s) to install" in capsys.readouterr().out
 
@@ -112,6 +117,42 @@ class TestContract:
         assert code == 9
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert "shorter root" in last
+
+
+class TestCacheSpackIoPage:
+    def test_install_from_a_page_served_by_a_test_mirror(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from servers import NginxServer
+
+        zlib = "4pnfv56zoqkyu4cep6uzu76sb73mlq2w"
+        detail = {"compiler": "none", "hash": zlib, "os": "debian12", "platform": "linux",
+                  "size": "-", "stacks": ["demo"], "target": "x86_64_v3",
+                  "variants": ["+shared"], "versions": ["1.3.1"]}  # fmt: skip
+        page = tmp_path / "demo-zlib.md"
+        page.write_text(
+            '---\ntitle: "demo-zlib"\nlayout: cache\ncategories: [package, develop]\n'
+            f"spec_details: {json.dumps([detail])}\n---\n"
+        )
+        served = tmp_path / "www"
+        served.mkdir()
+        (served / "demo").symlink_to(SPACK_V3_SIGNED)
+        server = NginxServer(served, tmp_path / "nginx").start()
+        try:
+            store, root = tmp_path / "s", tmp_path / "r"
+            _trust(store)
+            capsys.readouterr()
+            argv = ["demo-zlib", "--metadata", str(page), "--mirror-base", server.url,
+                    *HOST, "--store", str(store), "--root", str(root), "--json"]  # fmt: skip
+            assert install_from_cache(argv) == 0, capsys.readouterr().err
+        finally:
+            server.stop()
+        out = json.loads(capsys.readouterr().out)
+        assert [b["hash"] for b in out["builds"]] == [zlib]
+        prefix = Path(out["builds"][0]["prefix"])
+        run = subprocess.run([str(prefix / "bin" / "demo-zlib-run")], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        assert run.stdout.splitlines()[0] == f"prefix: {prefix}"
 
 
 class TestV2Mirrors:
@@ -157,6 +198,26 @@ class TestLibrary:
         assert events == [b.record.name for b in result.builds]
         assert result.builds[-1].record.hash == TOOL_V4
         assert _run_tool(tmp_path / "r").startswith("demo-tool 1.0.0")
+
+    def test_every_signed_spec_with_signature_checks(self, mirror_url: str, tmp_path: Path) -> None:
+        expected = json.loads((SPACK_V3_SIGNED.parent / "signed.expected.json").read_text())
+        specs = [f"{s['name']}/{s['dag_hash']}" for s in expected["specs"]]
+        _trust(tmp_path / "s")
+        host = HostProfile(platform="linux", os="debian12", target="x86_64_v4", libc=None)
+        result = install(specs, mirrors=[mirror_url], root=tmp_path / "r", store=tmp_path / "s",
+                         host=host)  # fmt: skip
+        assert {b.record.hash for b in result.builds} == {s["dag_hash"] for s in expected["specs"]}
+        db = json.loads((tmp_path / "r" / ".cacheclient" / "installed.json").read_text())
+        assert {r["signer"] for r in db["installs"].values()} == {
+            expected["signing_key_fingerprint"]
+        }
+        tools = [s for s in expected["specs"] if s["name"] == "demo-tool"]
+        for spec in tools:
+            prefix = result.prefix_of(spec["dag_hash"])
+            assert prefix is not None
+            exe = prefix / "bin" / "demo-tool"
+            out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+            assert out.startswith(f"demo-tool {spec['version']}")
 
     def test_install_function_checks_signatures(self, mirror_url: str, tmp_path: Path) -> None:
         host = HostProfile(platform="linux", os="debian12", target="x86_64_v4", libc=None)

@@ -22,6 +22,7 @@ from cacheclient.install.installer import (
     format_projection,
     install_fetched,
 )
+from cacheclient.install.manifest import content_hash
 from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.reporter import Reporter
 from cacheclient.sources.specfile import read_specfile
@@ -110,7 +111,9 @@ class TestSpackV3:
             rec = b.record
             assert b.prefix == root / f"linux-{rec.target}/{rec.name}-{rec.version}-{rec.hash}"
             assert (b.prefix / ".spack" / "spec.json").is_file()
-            assert not (b.prefix / ".spack" / "install_manifest.json").exists()
+            manifest = json.loads((b.prefix / ".spack" / "install_manifest.json").read_text())
+            assert str(b.prefix) in manifest
+            assert all(k == str(b.prefix) or k.startswith(f"{b.prefix}/") for k in manifest)
         leftovers = [*root.rglob(".*tmp-*"), *root.rglob(".*extract-*")]
         assert leftovers == []
 
@@ -167,6 +170,26 @@ class TestSpackV3:
             target = Path(os.path.realpath(link))
             assert target.exists(), link
             assert target.is_relative_to(root.resolve()), (link, target)
+
+    def test_install_manifest_matches_the_relocated_files(self, v3_root: tuple[Path, Any]) -> None:
+        _root, result = v3_root
+        for b in result.builds:
+            manifest = json.loads((b.prefix / ".spack" / "install_manifest.json").read_text())
+            on_disk = {str(p) for p in b.prefix.rglob("*")} | {str(b.prefix)}
+            on_disk.discard(str(b.prefix / ".spack" / "install_manifest.json"))
+            assert set(manifest) == on_disk
+            for path, entry in manifest.items():
+                p = Path(path)
+                if p.is_symlink():
+                    assert entry["dest"] == os.readlink(p)
+                elif p.is_file():
+                    assert entry["size"] == p.stat().st_size
+                    assert entry["hash"] == content_hash(str(p))
+                    assert len(entry["hash"]) == 32
+        empties = [p for b in result.builds for p in b.prefix.rglob("empty.txt")]
+        assert empties
+        for empty in empties:  # Spack's value for an empty file, from a fixture's manifest
+            assert content_hash(str(empty)) == "3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ"
 
     def test_sbang_scripts_run(self, v3_root: tuple[Path, Any]) -> None:
         root, result = v3_root
@@ -247,6 +270,16 @@ class TestReinstallAndLayout:
         with pytest.raises(UsageError, match=words):
             format_projection(projection, record)
 
+    def test_projection_that_merges_builds_is_refused(self, tmp_path: Path) -> None:
+        zlibs = [h for h in sorted(SPECS) if SPECS[h]["name"] == "demo-zlib"][:2]
+        install_fetched([v3_item(zlibs[0])], root=tmp_path, projection="{name}")
+        before = (tmp_path / ".cacheclient" / "installed.json").read_bytes()
+        with pytest.raises(UsageError, match="the same prefix"):
+            install_fetched([v3_item(zlibs[1])], root=tmp_path, projection="{name}")
+        with pytest.raises(UsageError, match="the same prefix"):
+            install_fetched([v3_item(h) for h in zlibs], root=tmp_path / "b", projection="{name}")
+        assert (tmp_path / ".cacheclient" / "installed.json").read_bytes() == before
+
     def test_default_projection(self) -> None:
         rec = v3_item(TOOLS[0]).record
         assert format_projection(DEFAULT_PROJECTION, rec) == (
@@ -263,6 +296,23 @@ class TestReinstallAndLayout:
         assert [b.status for b in result.builds] == ["installed"]
         assert not (orphan / "junk").exists()
         assert (orphan / "bin" / "pyhooks-run").is_file()
+
+
+class TestConcurrency:
+    def test_two_installers_into_one_root_take_turns(self, tmp_path: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        closures = [[v3_item(h) for h in v3_closure(tool)] for tool in TOOLS[-2:]]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda items: install_fetched(items, root=tmp_path), closures))
+        installed = [b.record.hash for r in results for b in r.installed]
+        assert len(installed) == len(set(installed))  # nothing installed twice
+        db = json.loads((tmp_path / ".cacheclient" / "installed.json").read_text())
+        assert set(db["installs"]) == {i.record.hash for items in closures for i in items}
+        for tool in TOOLS[-2:]:
+            exe = Path(db["installs"][tool]["prefix"]) / "bin" / "demo-tool"
+            out = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
+            assert out.stdout.startswith("demo-tool 1.0.0")
 
 
 class TestFailures:
@@ -283,6 +333,15 @@ class TestFailures:
         assert [p.name for p in (root / "linux-x86_64_v2").iterdir()] == [
             f"demo-pyhooks-1.0.0-{good.record.hash}"
         ]
+
+    def test_stale_work_directories_of_an_interrupted_run_are_removed(self, tmp_path: Path) -> None:
+        item = v3_item("ztdmdn3qjmq5eonho2hoaqjrxlhkzymp")
+        parent = tmp_path / "linux-x86_64_v2"
+        stale = [parent / ".demo-pyhooks-x.tmp-abc123", parent / ".prefix.extract-0badf00d"]
+        for path in stale:
+            (path / "sub").mkdir(parents=True)
+        install_fetched([item], root=tmp_path)
+        assert [p.name for p in parent.iterdir()] == [f"demo-pyhooks-1.0.0-{item.record.hash}"]
 
     def test_root_longer_than_the_builders_fails_cleanly(self, tmp_path: Path) -> None:
         root = tmp_path / ("r" * 200)

@@ -238,3 +238,27 @@ class TestSeedHashes:
         assert record is not None
         assert record.manifest_path is not None
         assert (mirror.root / record.manifest_path).is_file()
+
+
+class TestMatchesSpackWrittenTarballs:
+    def test_binary_distribution_keys_and_member_layout(self, tmp_path: Path) -> None:
+        from paths import SPACK_V3_UNSIGNED
+
+        real_blob = next(
+            p for p in (SPACK_V3_UNSIGNED / "blobs/sha256").rglob("*") if p.is_file()
+            and p.read_bytes()[:2] == b"\x1f\x8b" and p.stat().st_size > 5000
+        )  # fmt: skip
+        with tarfile.open(real_blob) as tar:
+            real_names = tar.getnames()
+            (bd_name,) = [n for n in real_names if n.endswith(".spack/binary_distribution")]
+            real_info = yaml.safe_load(tar.extractfile(bd_name).read())  # type: ignore[union-attr]
+        mirror = write_mirror(tmp_path / "m", _builds(), extra_records=[GLIBC])
+        with tarfile.open(fileobj=io.BytesIO(mirror.builds[ZLIB.hash].tarball_bytes)) as tar:
+            names = tar.getnames()
+            (ours_name,) = [n for n in names if n.endswith(".spack/binary_distribution")]
+            ours = yaml.safe_load(tar.extractfile(ours_name).read())  # type: ignore[union-attr]
+        assert set(ours) == set(real_info)
+        for listing in (real_names, names):
+            assert not any(n.startswith("/") for n in listing)
+            assert listing[0].count("/") == 0  # the first parent directory has its own entry
+            assert any(n.endswith(".spack/spec.json") for n in listing)

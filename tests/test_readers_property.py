@@ -28,6 +28,7 @@ from paths import REALDATA, SEED_PAGE, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED, V2_MI
 
 SETTINGS = settings(
     max_examples=60,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -221,6 +221,46 @@ class TestFixturePrefixes:
         assert PLACEHOLDER not in (tmp_path / "p" / "bin" / "demo-tool").read_bytes()
 
 
+class TestElfInterpreter:
+    def _archive(self, tmp_path: Path, interp: bytes) -> Path:
+        from test_elf import make_elf
+
+        prefix = OLD.lstrip("/")
+        elf = make_elf(bits=64, little=True, rpath=f"{OLD}/lib".encode(), interp=interp)
+        bi = (
+            "{buildpath: /old/root, relative_prefix: pkg-1.0-aaaa, hash_to_prefix: "
+            "{" + "a" * 32 + f": {OLD}" + "}, relocate_binaries: [bin/tool]}"
+        ).encode()
+        tar_path = tmp_path / "e.tar.gz"
+        with tarfile.open(tar_path, "w:gz") as tar:
+            members = ((f"{prefix}/bin/tool", elf, 0o755),
+                       (f"{prefix}/.spack/binary_distribution", bi, 0o644))  # fmt: skip
+            for name, data, mode in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = mode
+                tar.addfile(info, io.BytesIO(data))
+        return tar_path
+
+    def test_interpreter_and_runpath_rewritten_in_place(self, tmp_path: Path) -> None:
+        tar_path = self._archive(tmp_path, f"{OLD}/lib/ld.so".encode())
+        extracted = extract_prefix(tar_path, tmp_path / "p")
+        report = relocate_prefix(extracted, MAP, patchelf=None)
+        elf = parse_elf((tmp_path / "p" / "bin" / "tool").read_bytes(), "tool")
+        assert elf is not None
+        assert elf.interpreter is not None
+        assert elf.interpreter.value == b"/new/pkg/lib/ld.so"
+        assert [s.value for s in elf.rpaths] == [b"/new/pkg/lib"]
+        assert report.binaries == 1
+
+    def test_growing_interpreter_without_patchelf_fails(self, tmp_path: Path) -> None:
+        tar_path = self._archive(tmp_path, f"{OLD}/ld.so".encode())
+        extracted = extract_prefix(tar_path, tmp_path / "p")
+        mapping = ((OLD, "/a/much/longer/new/prefix/than/before"),)
+        with pytest.raises(RelocationError, match="patchelf is not on PATH"):
+            relocate_prefix(extracted, mapping, patchelf=None)
+
+
 class TestHardlinkedText:
     def test_edit_in_place_keeps_inode_shared(self, tmp_path: Path) -> None:
         prefix = OLD.lstrip("/")

@@ -425,6 +425,13 @@ class TestSmallCatalogs:
         assert info.value.exit_code == 3
         assert len(resolve_or_raise(["pkg"], cat, host("ubuntu22.04", "zen4"))) == 1
 
+    def test_string_words_join_like_the_command_line(self) -> None:
+        cat = Catalog([rec("a", variants={"docs": True}), rec("b", version="2.0")], source="t")
+        results = resolve(["pkg", "+docs"], cat, host("ubuntu22.04", "x86_64_v3"))
+        assert [r.request for r in results] == ["pkg +docs"]
+        assert results[0].selected is not None
+        assert results[0].selected.hash == "a" * 32
+
     def test_bad_policy(self) -> None:
         with pytest.raises(UsageError, match="os-compat"):
             resolve(["pkg"], Catalog([]), host("ubuntu22.04", "zen4"), os_compat="fuzzy")

@@ -310,3 +310,47 @@ class TestBadIndexes:
         doc = {"database": {"version": "8", "installs": {H1: bad_entry}}}
         with pytest.raises(MetadataError, match=f"database.installs.{H1}"):
             parse_database(json.dumps(doc), "idx")
+
+
+class TestJsonBackends:
+    @pytest.mark.parametrize("use_orjson", [True, False])
+    def test_both_backends_read_the_same(
+        self, monkeypatch: pytest.MonkeyPatch, use_orjson: bool
+    ) -> None:
+        from cacheclient.sources import database
+
+        if not use_orjson:
+            monkeypatch.setattr(database, "_orjson", None)
+        catalog = parse_database(V3_INDEX.read_bytes(), "idx")
+        assert len(catalog) == 18
+        with pytest.raises(MetadataError, match="not UTF-8"):
+            parse_database(b'{"a": "\xff"}', "idx")
+        with pytest.raises(MetadataError, match="invalid JSON"):
+            parse_database(b'{"a": ', "idx")
+        with pytest.raises(MetadataError, match="invalid JSON"):
+            parse_database("[" * 100_000, "idx")
+
+
+class TestSyntheticBenchIndex:
+    def test_generated_index_reads_back(self) -> None:
+        import importlib.util
+
+        from paths import REPO_ROOT
+
+        spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        doc = module.generate(300, seed=7)
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        catalog = parse_database(data, "synthetic")
+        assert len(catalog) == 300
+        records = list(catalog)
+        assert 1000 < len(data) / 300 < 3500  # realistic record size (1-3 KB)
+        with_libc = [r for r in records if r.libc is not None]
+        assert with_libc
+        assert all(r.libc == Libc(name="glibc", version="2.35") for r in with_libc)
+        assert all(r.compiler == "gcc@=13.2.0" for r in with_libc)
+        assert any(r.target_info is not None for r in records)
+        assert catalog.by_name("py-pyproject-hooks")

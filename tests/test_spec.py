@@ -108,6 +108,10 @@ class TestParseRequests:
         with pytest.raises(UsageError, match="no spec"):
             parse_requests(["  "])
 
+    def test_no_package(self) -> None:
+        with pytest.raises(UsageError, match=r"'\+docs @1.2' names no package"):
+            parse_requests(["+docs", "@1.2"])
+
 
 class TestVariantSatisfies:
     @pytest.mark.parametrize(

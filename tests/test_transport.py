@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cacheclient.errors import DownloadError, VerificationError
+from cacheclient.errors import DownloadError, StoreError, UsageError, VerificationError
 from cacheclient.transport import (
     CHUNK_SIZE,
     USER_AGENT,
@@ -25,6 +25,7 @@ from cacheclient.transport import (
     Transport,
     TransportOptions,
     join_url,
+    options_from_env,
     reader_for,
     register_transport,
     transport_for,
@@ -107,6 +108,17 @@ class TestJoinAndRegistry:
 
     def test_http_and_https_share_one_session(self) -> None:
         assert transport_for("http://a.invalid") is transport_for("https://b.invalid")
+
+    def test_timeouts_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CACHECLIENT_CONNECT_TIMEOUT", "2.5")
+        monkeypatch.setenv("CACHECLIENT_READ_TIMEOUT", "7")
+        monkeypatch.setenv("CACHECLIENT_RETRIES", "2")
+        options = options_from_env(pool_size=16)
+        assert (options.connect_timeout, options.read_timeout) == (2.5, 7.0)
+        assert (options.attempts, options.pool_size) == (2, 16)
+        monkeypatch.setenv("CACHECLIENT_READ_TIMEOUT", "soon")
+        with pytest.raises(UsageError, match="CACHECLIENT_READ_TIMEOUT"):
+            options_from_env()
 
     def test_unknown_scheme(self) -> None:
         with pytest.raises(DownloadError, match="unsupported URL scheme 'gopher'"):
@@ -244,7 +256,7 @@ class TestDownload:
         self, fault_server: Callable[..., FaultServer], payload: Path, tmp_path: Path
     ) -> None:
         server = fault_server(payload.parent.parent)
-        cut = 2 * CHUNK_SIZE + 1000  # the client keeps whole chunks: 2 MiB reach the disk
+        cut = 2 * CHUNK_SIZE + 1000
         server.inject(
             Fault(kind="stall", path="/blobs/big", after_bytes=cut, stall_seconds=30, times=1)
         )
@@ -259,10 +271,10 @@ class TestDownload:
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                if part.exists() and part.stat().st_size >= 2 * CHUNK_SIZE:
+                if part.exists() and part.stat().st_size >= cut:
                     break
                 time.sleep(0.02)
-            assert part.stat().st_size == 2 * CHUNK_SIZE
+            assert part.stat().st_size == cut  # every byte received reached the disk
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -275,7 +287,7 @@ class TestDownload:
         finally:
             transport.close()
         assert result is not None
-        kept = 2 * CHUNK_SIZE
+        kept = cut
         assert result.resumed_from == kept
         assert result.sha256 == _sha(payload)
         last = server.requests()[-1]
@@ -429,3 +441,22 @@ class TestDownload:
         for _ in range(5):
             assert http.read(f"{server.url}/{INDEX}") is not None
         assert len({e.connection for e in server.requests()}) == 1
+
+
+class TestDiskFull:
+    def test_enospc_while_streaming_is_a_store_error(
+        self, nginx_mirror: Callable[..., NginxServer], payload: Path, tmp_path: Path
+    ) -> None:
+        mount = tmp_path / "small"
+        mount.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+        try:
+            server = nginx_mirror(payload.parent.parent)
+            transport = HttpTransport(TransportOptions(sleep=lambda s: None))
+            with pytest.raises(StoreError, match="No space left on device"):
+                transport.download(
+                    f"{server.url}/blobs/big", mount / "p", expected_size=payload.stat().st_size
+                )
+            transport.close()
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], check=False)

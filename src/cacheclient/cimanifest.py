@@ -249,10 +249,10 @@ def _archspec_target_problem(name: str) -> str | None:
 
 
 def _spec_problem(text: str) -> str | None:
-    from cacheclient.spec import parse_specs  # noqa: PLC0415 - avoid an import cycle
+    from cacheclient.spec import parse_request  # noqa: PLC0415 - avoid an import cycle
 
     try:
-        parse_specs(text)
+        parse_request(text)
     except CacheClientError as exc:
         return str(exc)
     return None

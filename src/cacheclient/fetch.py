@@ -46,7 +46,13 @@ from cacheclient.sources.clearsign import is_clearsigned, split_clearsigned
 from cacheclient.sources.manifest import decode_text, parse_manifest
 from cacheclient.sources.specfile import SpecFile, read_specfile
 from cacheclient.store import Store, StoredBuild
-from cacheclient.transport import Transport, TransportOptions, join_url, transport_for
+from cacheclient.transport import (
+    Transport,
+    TransportOptions,
+    join_url,
+    options_from_env,
+    transport_for,
+)
 from cacheclient.trust import TrustStore
 
 __all__ = [
@@ -308,6 +314,9 @@ class _Fetcher:
                 result = self._transport(url).download(
                     url, partial, expected_size=size, progress=progress
                 )
+            except StoreError:
+                store.discard_partial(checksum)  # e.g. disk full: give the space back
+                raise
             except VerificationError as exc:
                 store.discard_partial(checksum)
                 raise VerificationError(
@@ -414,7 +423,7 @@ class _Fetcher:
     def fetch(self, record: BuildRecord) -> FetchedBuild:
         try:
             hit = self.from_store(record)
-        except VerificationError:
+        except (VerificationError, MetadataError):
             if self.offline:
                 raise
             hit = None
@@ -446,10 +455,13 @@ class _Fetcher:
         if errors:
             worst = min(errors, key=_severity)
             raise worst
-        where = ", ".join(tried) if tried else "no usable mirror"
-        raise DownloadError(
-            f"{record.name}@{record.version}/{record.hash}: not found on any mirror ({where})"
-        )
+        label = f"{record.name}@{record.version}/{record.hash}"
+        if not tried:
+            raise DownloadError(
+                f"{label}: every mirror was skipped after repeated failures "
+                f"({', '.join(self._order(record)) or 'no mirror given'})"
+            )
+        raise DownloadError(f"{label}: not found on any mirror ({', '.join(tried)})")
 
     def _from_mirror(self, record: BuildRecord, mirror: str) -> FetchedBuild:
         layouts = self._layouts(mirror)
@@ -628,7 +640,7 @@ def fetch_builds(
     unique: dict[str, BuildRecord] = {}
     for record in records:
         unique.setdefault(record.hash, record)
-    options = transport_options or TransportOptions(pool_size=max(jobs, 1) + 2)
+    options = transport_options or options_from_env(pool_size=max(jobs, 1) + 2)
     fetcher = _Fetcher(
         mirrors=mirrors,
         store=store,

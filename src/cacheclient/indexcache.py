@@ -10,7 +10,8 @@ small ``meta.json`` (layout, index checksum, ETag, when it was last checked). Wi
 * v2: with a stored ETag, a conditional GET of ``index.json``; without one, GET
   ``index.json.hash`` and compare it with the cached index's sha256.
 
-Local mirrors (plain paths, ``file://``) are read directly: their index costs no network.
+The layout found last time is asked first (a v2 mirror does not pay for a v3 probe on every
+refresh). Local mirrors (plain paths, ``file://``) are read directly: no network is involved.
 The index is untrusted (pitfall 7): it only says where to look; every build is verified when it
 is fetched.
 """
@@ -228,9 +229,11 @@ def open_mirror(
             url=url,
         )
     transport = transport_for(url, options)
-    result = _refresh_v3(transport, url, old)
-    if result is None:
-        result = _refresh_v2(transport, url, old)
+    # The layout seen last time is asked first, so an unchanged v2 index costs one request.
+    if old is not None and old.layout == 2:
+        result = _refresh_v2(transport, url, old) or _refresh_v3(transport, url, old)
+    else:
+        result = _refresh_v3(transport, url, old) or _refresh_v2(transport, url, old)
     if result is None:
         raise MetadataError(
             url, "", f"not a Spack binary mirror: neither {INDEX_V3} nor {INDEX_V2} found at {url}"

@@ -75,7 +75,7 @@ class LockedBuild:
             os=self.os,
             target=self.target,
             stacks=(self.mirror,),
-            manifest_path=self.manifest,
+            manifest_path=self.manifest if self.layout == 3 else None,
             blobs=self.blobs,
         )
 

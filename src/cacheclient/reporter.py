@@ -108,6 +108,8 @@ class _Tracking(Reporter):
         self.total_bytes = 0
         self.done_items = 0
         self.done_bytes = 0
+        self.announced_bytes = 0
+        """Sizes of the artifacts started so far (the total when the job's is unknown)."""
         self.started = time.monotonic()
 
     def _emit(self, text: str) -> None:
@@ -126,6 +128,7 @@ class _Tracking(Reporter):
     def download_started(self, artifact: str, size: int | None) -> None:
         with self.lock:
             self.active[artifact] = _Artifact(size)
+            self.announced_bytes += size or 0
 
     def download_progress(self, artifact: str, done: int, total: int | None) -> None:
         with self.lock:
@@ -211,8 +214,9 @@ class TtyReporter(LogReporter):
         now = time.monotonic()
         elapsed = max(now - self.started, 1e-6)
         rate = self.done_bytes / elapsed
-        total = f"/{format_bytes(self.total_bytes)}" if self.total_bytes else ""
-        remaining = self.total_bytes - self.done_bytes if self.total_bytes else 0
+        known = self.total_bytes or self.announced_bytes
+        total = f"/{format_bytes(known)}" if known else ""
+        remaining = known - self.done_bytes if known else 0
         head = (
             f"[{self.done_items}/{self.total_items}] {format_bytes(self.done_bytes)}{total} "
             f"{format_bytes(rate)}/s ETA {_eta(remaining, rate)}"

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cacheclient.compat import (
@@ -34,8 +34,8 @@ from cacheclient.compat import (
 )
 from cacheclient.errors import MetadataError, NoMatchError, UsageError
 from cacheclient.host import HostProfile, format_libc
-from cacheclient.model import BuildRecord
-from cacheclient.spec import Request, parse_request
+from cacheclient.model import BuildRecord, format_variant
+from cacheclient.spec import Request, parse_requests
 from cacheclient.versions import Version, VersionConstraint
 
 __all__ = [
@@ -238,8 +238,6 @@ def _request_reasons(rec: BuildRecord, req: Request) -> list[Reason]:
             if actual is None:
                 msg = f"the build has no variant {variant.name}; the request asks for "
             else:
-                from cacheclient.model import format_variant  # noqa: PLC0415
-
                 msg = f"the build has {format_variant(variant.name, actual)}; the request asks for "
             reasons.append(Reason(axis="variant", message=msg + variant.describe()))
     if req.compiler is not None:
@@ -368,8 +366,6 @@ def _dedupe(records: Iterable[BuildRecord]) -> list[BuildRecord]:
         if prev is None:
             by_hash[r.hash] = r
         else:
-            from dataclasses import replace  # noqa: PLC0415
-
             stacks = tuple(sorted(set(prev.stacks) | set(r.stacks)))
             keep = min(prev, r, key=lambda x: (not x.installable, x.source or ""))
             by_hash[r.hash] = replace(keep, stacks=stacks)
@@ -389,7 +385,8 @@ def _records_for(req: Request, catalog: CatalogLike) -> list[BuildRecord]:
                 f"{len(found)} builds match ({listing})"
             )
         return found
-    assert req.name is not None  # noqa: S101  (a request has a name or a hash)
+    if req.name is None:
+        raise UsageError(f"spec {req.text!r} names no package (give a name or a /hash)")
     return _dedupe(catalog.by_name(req.name))
 
 
@@ -444,9 +441,20 @@ def _resolve_one(
     )
 
 
-def _as_requests(requests: Sequence[str | Request]) -> Iterator[Request]:
-    for item in requests:
-        yield item if isinstance(item, Request) else parse_request(item)
+def _as_requests(requests: Sequence[str | Request]) -> list[Request]:
+    """Parse strings as command-line words: ``["zlib", "+shared"]`` is one request."""
+    out: list[Request] = []
+    words: list[str] = []
+    for item in [*requests, None]:
+        if isinstance(item, str):
+            words.append(item)
+            continue
+        if words:
+            out.extend(parse_requests(words))
+            words = []
+        if item is not None:
+            out.append(item)
+    return out
 
 
 def resolve(

@@ -167,6 +167,12 @@ class _Parser:
         self.finish(len(text))
         if not self.requests:
             raise UsageError(f"invalid spec {text!r}: empty")
+        for req in self.requests:
+            if req.name is None and req.hash_prefix is None:
+                raise UsageError(
+                    f"invalid spec {text!r}: {req.text!r} names no package "
+                    "(a spec starts with a name or a /hash)"
+                )
         return self.requests
 
     def token(self, m: re.Match[str], pos: int, kind: str | None) -> None:

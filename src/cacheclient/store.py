@@ -334,8 +334,12 @@ class Store:
             if checksum in self._pins:
                 return self.has_blob(checksum)
             lock = _FileLock(self._lock_path(checksum, "use"))
-            lock.acquire(shared=True)
             path = self.blob_path(checksum)
+            try:
+                lock.acquire(shared=True)
+            except StoreError:
+                # A read-only store: nobody can evict anything from it, so no lock is needed.
+                return path.is_file()
             if not path.is_file():
                 lock.release()
                 return False

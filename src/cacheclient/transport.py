@@ -23,6 +23,7 @@ import email.utils
 import hashlib
 import json
 import os
+import queue
 import random
 import threading
 import time
@@ -39,7 +40,7 @@ import requests.adapters
 import tenacity
 
 from cacheclient import __version__
-from cacheclient.errors import DownloadError, StoreError, VerificationError
+from cacheclient.errors import DownloadError, StoreError, UsageError, VerificationError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,6 +55,7 @@ __all__ = [
     "TransportOptions",
     "configure",
     "join_url",
+    "options_from_env",
     "reader_for",
     "register_transport",
     "transport_for",
@@ -311,7 +313,7 @@ class Transport:
             total = expected_size if expected_size is not None else stream.total
             mode = "ab" if have else "wb"
             try:
-                out = open(partial, mode)  # noqa: SIM115 - closed below, errors mapped
+                out = open(partial, mode, buffering=0)  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise StoreError(f"{partial}: cannot write: {exc.strerror or exc}") from None
             with out:
@@ -353,37 +355,140 @@ class Transport:
         total: int | None,
         progress: ProgressCallback | None,
     ) -> int:
-        while True:
-            try:
+        big = total is None or total - have > _PIPELINE_MIN
+        sink = _Sink(out, hasher, pipelined=big)
+        too_long = False
+        try:
+            while True:
                 chunk = stream.read(CHUNK_SIZE)
-            except _Transient:
-                out.flush()
-                raise
-            if not chunk:
-                break
-            if expected_size is not None and have + len(chunk) > expected_size:
-                out.close()
-                out_name = getattr(out, "name", "")
-                if out_name:
-                    Path(out_name).unlink(missing_ok=True)
-                    Path(out_name + ".meta").unlink(missing_ok=True)
-                raise VerificationError(
-                    f"{url}: size mismatch: more than the expected {expected_size} bytes",
-                    url=url,
-                    expected=str(expected_size),
-                    actual=f">{expected_size}",
-                )
-            hasher.update(chunk)
-            try:
-                out.write(chunk)
-            except OSError as exc:
-                raise StoreError(
-                    f"{getattr(out, 'name', '?')}: cannot write: {exc.strerror or exc}"
-                ) from None
-            have += len(chunk)
-            if progress:
-                progress(have, total)
+                if not chunk:
+                    break
+                if expected_size is not None and have + len(chunk) > expected_size:
+                    too_long = True
+                    break
+                sink.feed(chunk)
+                have += len(chunk)
+                if progress:
+                    progress(have, total)
+        finally:
+            sink.close()
+        if too_long:
+            out.close()
+            out_name = str(getattr(out, "name", ""))
+            if out_name:
+                Path(out_name).unlink(missing_ok=True)
+                Path(out_name + ".meta").unlink(missing_ok=True)
+            raise VerificationError(
+                f"{url}: size mismatch: more than the expected {expected_size} bytes",
+                url=url,
+                expected=str(expected_size),
+                actual=f">{expected_size}",
+            )
+        if stream.total is not None and have < stream.total:
+            # The server announced more than it sent: resume from here on the next try.
+            raise _Transient(f"body ended after {have} of {stream.total} bytes")
         return have
+
+
+_PIPELINE_MIN = 8 << 20
+"""Downloads larger than this hash and write on their own threads (see :class:`_Sink`)."""
+_FLUSH_EVERY = 128 << 20
+"""A pipelined download asks the kernel to write back its data after this many bytes, so the
+final fsync has little left to do."""
+
+
+class _Sink:
+    """Hashes and writes the chunks of one download.
+
+    Small downloads do both inline. Large ones use two threads fed through bounded queues
+    (hashlib and file writes release the GIL), so receiving, hashing and writing overlap, plus a
+    third that calls ``fdatasync`` every :data:`_FLUSH_EVERY` bytes. Memory stays bounded by the
+    queue sizes. A write error is raised as :class:`StoreError` by :meth:`feed` or :meth:`close`.
+    """
+
+    def __init__(self, out: IO[bytes], hasher: Any, *, pipelined: bool) -> None:
+        self.out = out
+        self.hasher = hasher
+        self.pipelined = pipelined
+        self.error: OSError | None = None
+        self._threads: list[threading.Thread] = []
+        self._queues: list[queue.Queue[bytes | None]] = []
+        self._flush = threading.Event()
+        self._closing = False
+        if pipelined:
+            hash_q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+            write_q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+            self._queues = [hash_q, write_q]
+            for target, q in ((self._hash_loop, hash_q), (self._write_loop, write_q)):
+                thread = threading.Thread(target=target, args=(q,), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            flusher = threading.Thread(target=self._flush_loop, daemon=True)
+            flusher.start()
+            self._flusher = flusher
+
+    def _write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:  # unbuffered file: what was received is on disk for a later resume
+            view = view[self.out.write(view) or 0 :]
+
+    def _hash_loop(self, q: queue.Queue[bytes | None]) -> None:
+        while (chunk := q.get()) is not None:
+            self.hasher.update(chunk)
+
+    def _write_loop(self, q: queue.Queue[bytes | None]) -> None:
+        pending = 0
+        while (chunk := q.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so the producer never blocks
+            try:
+                self._write(chunk)
+            except OSError as exc:
+                self.error = exc
+                continue
+            pending += len(chunk)
+            if pending >= _FLUSH_EVERY:
+                pending = 0
+                self._flush.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._flush.wait()
+            self._flush.clear()
+            if self._closing:
+                return
+            with contextlib.suppress(OSError, ValueError):
+                os.fdatasync(self.out.fileno())
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            name = getattr(self.out, "name", "?")
+            raise StoreError(f"{name}: cannot write: {self.error.strerror or self.error}")
+
+    def feed(self, chunk: bytes) -> None:
+        if not self.pipelined:
+            self.hasher.update(chunk)
+            try:
+                self._write(chunk)
+            except OSError as exc:
+                self.error = exc
+            self._raise()
+            return
+        self._raise()
+        for q in self._queues:
+            q.put(chunk)
+
+    def close(self) -> None:
+        if self.pipelined:
+            for q in self._queues:
+                q.put(None)
+            for thread in self._threads:
+                thread.join()
+            self._closing = True
+            self._flush.set()
+            self._flusher.join()
+            self.pipelined = False
+        self._raise()
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -481,7 +586,7 @@ class FileTransport(Transport):
 # ---------------------------------------------------------------------------------------------
 # http:// and https://
 
-_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_RETRY_STATUS = frozenset({429})  # and every 5xx; no other 4xx (404: see retry_not_found)
 
 
 def _strong_etag(value: str | None) -> str | None:
@@ -509,7 +614,7 @@ class _HttpStream:
 
     def read(self, size: int) -> bytes:
         try:
-            data: bytes = self._response.raw.read(size, decode_content=False)
+            data: bytes = self._response.raw.read1(size, decode_content=False)
         except Exception as exc:  # noqa: BLE001
             # urllib3 raises ProtocolError/ReadTimeoutError/IncompleteRead here.
             raise _Transient(f"transfer interrupted: {type(exc).__name__}: {exc}") from None
@@ -626,8 +731,33 @@ _BUILTIN: dict[str, TransportFactory] = {
 _registry: dict[str, TransportFactory] = {}
 _instances: dict[Any, Transport] = {}
 _lock = threading.Lock()
-_options = TransportOptions()
+_options: TransportOptions | None = None
 _entry_points_loaded = False
+
+
+def options_from_env(*, pool_size: int = 8) -> TransportOptions:
+    """Options with timeouts from ``CACHECLIENT_CONNECT_TIMEOUT``/``CACHECLIENT_READ_TIMEOUT``
+    and tries from ``CACHECLIENT_RETRIES`` (seconds / count) when set."""
+
+    def number(name: str, default: float) -> float:
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{name}={raw!r}: expected a number") from None
+        if value <= 0:
+            raise UsageError(f"{name}={raw!r}: must be positive")
+        return value
+
+    defaults = TransportOptions()
+    return TransportOptions(
+        connect_timeout=number("CACHECLIENT_CONNECT_TIMEOUT", defaults.connect_timeout),
+        read_timeout=number("CACHECLIENT_READ_TIMEOUT", defaults.read_timeout),
+        attempts=int(number("CACHECLIENT_RETRIES", defaults.attempts)),
+        pool_size=pool_size,
+    )
 
 
 def register_transport(scheme: str, factory: TransportFactory) -> None:
@@ -670,7 +800,7 @@ def transport_for(url: str, options: TransportOptions | None = None) -> Transpor
         factory = _registry.get(scheme) or _BUILTIN.get(scheme)
         if factory is None:
             raise DownloadError(f"{url}: unsupported URL scheme {scheme!r}", url=url)
-        opts = options or _options
+        opts = options or _options or options_from_env()
         key = (factory, opts)
         transport = _instances.get(key)
         if transport is None:

@@ -301,32 +301,21 @@ class TrustStore:
                 "(no trusted keys: see 'cacheclient keys trust')",
                 url=source or None,
             )
-        try:
-            tmpdir = self.directory / "tmp"
-            tmpdir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=tmpdir, prefix="verify-", suffix=".asc")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        except OSError as exc:
-            raise StoreError(f"{self.directory}: cannot use trust directory: {exc}") from None
-        try:
-            result = _run(
-                [
-                    "gpgv",
-                    "--homedir",
-                    str(self.directory),
-                    "--keyring",
-                    str(keyring),
-                    "--status-fd",
-                    "2",
-                    "--output",
-                    "-",
-                    name,
-                ]
-            )
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+        result = _run(
+            [
+                "gpgv",
+                "--homedir",
+                str(self.directory),
+                "--keyring",
+                str(keyring),
+                "--status-fd",
+                "2",
+                "--output",
+                "-",
+                "-",
+            ],
+            data=data,
+        )
         status = [
             line[len("[GNUPG:] ") :].split()
             for line in result.stderr.decode("utf-8", "replace").splitlines()

@@ -69,7 +69,7 @@ def _component_key(text: str) -> _Key:
 class Version:
     """A concrete version; ordered as Spack orders versions.
 
-    >>> Version.parse("1.10") > Version.parse("1.9") > Version.parse("1.9a")
+    >>> Version.parse("1.10") > Version.parse("1.9a") > Version.parse("1.9")
     True
     >>> Version.parse("develop") > Version.parse("99.0")
     True

@@ -104,7 +104,9 @@ def collect_records(resolutions: Sequence[Any]) -> list[BuildRecord]:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    jobs = getattr(args, "jobs", None) or _config_value("jobs") or 8
+    jobs = getattr(args, "jobs", None)
+    if jobs is None:
+        jobs = _config_value("jobs") or 8
     try:
         value = int(jobs)
     except (TypeError, ValueError):
@@ -122,6 +124,7 @@ def resolve_and_fetch(
     from cacheclient.host import host_from_args  # noqa: PLC0415
     from cacheclient.resolve import resolve_or_raise  # noqa: PLC0415
 
+    jobs = _jobs(args)
     store = store_from_option(getattr(args, "store", None))
     catalog, mirrors = load_sources(args, store)
     host = host_from_args(args)
@@ -147,7 +150,7 @@ def resolve_and_fetch(
         trust=None,
         allow_unsigned=bool(getattr(args, "allow_unsigned", False)),
         offline=bool(getattr(args, "offline", False)),
-        jobs=_jobs(args),
+        jobs=jobs,
         reporter=reporter,
         mirror_base=base,
     )

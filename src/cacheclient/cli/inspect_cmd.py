@@ -84,10 +84,14 @@ def _read_page_source(source: str) -> Catalog:
 def _record_rows(catalog: Catalog, problems: list[str]) -> list[BuildRecord]:
     records: list[BuildRecord] = []
     for name in catalog.names():
-        try:
-            records.extend(catalog.by_name(name))
-        except MetadataError as exc:
-            problems.append(str(exc))
+        for dag_hash in catalog.hashes(name):
+            try:
+                record = catalog.get(dag_hash)
+            except MetadataError as exc:
+                problems.append(str(exc))
+                continue
+            if record is not None:
+                records.append(record)
     return records
 
 
@@ -101,13 +105,16 @@ def inspect_source(source: str, *, check_files: bool = False) -> dict[str, Any]:
         read: Reader | None = None
     else:
         kind = "mirror"
+        if source.startswith(("oci://", "oci+http://", "s3://", "gs://")):
+            scheme = source.split(":", 1)[0]
+            raise UsageError(f"{source}: {scheme}:// mirrors are not supported (use http(s)://)")
         if not _is_url(source) and not Path(source).is_dir():
             raise UsageError(f"{source}: no such directory, file or URL")
         read = _reader(source)
         layouts = list(detect_layouts(read, source))
         catalog = open_catalog(source, read)
     records = _record_rows(catalog, problems)
-    known = {r.hash for r in records}
+    known = set(catalog.hashes())
     for record in records:
         for dep in record.dependencies:
             if dep.hash not in known and kind == "mirror":

@@ -1,17 +1,171 @@
-"""``cacheclient warm``: placeholder until the command lands."""
+"""``cacheclient warm``: pre-fetch what CI jobs will need, for hosts they are not, into a store."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
+from cacheclient.catalog import Catalog
+from cacheclient.cimanifest import Profile, parse_manifest_text
+from cacheclient.cli._common import add_output_options, add_store_option, print_json
 from cacheclient.errors import UsageError
+from cacheclient.lock import Lock
+from cacheclient.reporter import make_reporter
+from cacheclient.store import Store, store_from_option
+from cacheclient.warm import WarmReport, warm, warm_from_lock
+
+__all__ = ["register", "run"]
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("warm", help="(not implemented yet)")
-    parser.set_defaults(func=_run)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "warm",
+        help="fetch every spec of a CI manifest (or a lock) for every host profile into a store",
+        description="Resolve every spec for every profile of MANIFEST and fetch the union of "
+        "the runtime closures into the store, each blob once. Exit 0 all warmed, 3 a spec had "
+        "no build for a profile (unless --allow-missing), 4 verification failed, 5 no mirror "
+        "reachable.",
+    )
+    parser.add_argument("manifest", nargs="?", metavar="MANIFEST.yaml")
+    parser.add_argument("--lock", metavar="FILE", help="write a deterministic lockfile")
+    parser.add_argument(
+        "--from-lock", metavar="FILE", help="fetch exactly what FILE names, without resolving"
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="list specs with no build for a profile but still exit 0",
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=8, help="parallel downloads")
+    parser.add_argument(
+        "--allow-unsigned", action="store_true", help="accept builds without a verified signature"
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only the store (with --from-lock: check the store holds all of it)",
+    )
+    add_store_option(parser)
+    add_output_options(parser)
+    parser.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise UsageError("'warm' is not implemented yet")
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path}: not UTF-8 text") from None
+
+
+def _catalog(manifest: Any, store: Store, offline: bool) -> Catalog:
+    from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
+    from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
+    from cacheclient.indexcache import open_mirror  # noqa: PLC0415
+
+    catalogs: list[Catalog] = []
+    if manifest.metadata:
+        catalogs.append(load_catalog(list(manifest.metadata), []))
+    catalogs.extend(
+        open_mirror(normalise_mirror(m.url), store=store, offline=offline) for m in manifest.mirrors
+    )
+    return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
+
+
+def _this_host() -> Profile:
+    from cacheclient.host import detect_host  # noqa: PLC0415
+
+    host = detect_host()
+    libc = f"{host.libc.name}@{host.libc.version}" if host.libc else None
+    return Profile(platform=host.platform, os=host.os, target=host.target, libc=libc)
+
+
+def _print_human(report: WarmReport, cache_key: str | None) -> None:
+    for sel in report.selections:
+        if sel.selected is None:
+            print(f"{sel.profile.label():40} {sel.request}: NO BUILD ({sel.message})")
+        else:
+            r = sel.selected
+            print(
+                f"{sel.profile.label():40} {sel.request}: {r.name}@{r.version} /{r.short_hash} "
+                f"{r.os}-{r.target} (+{len(sel.closure) - 1} deps)"
+            )
+    t = report.totals()
+    print(
+        f"builds {t['builds']}: blobs present {t['blobs_present']}, fetched {t['blobs_fetched']},"
+        f" failed {t['blobs_failed']}; {t['bytes_transferred']} bytes in {t['seconds']} s"
+    )
+    for mirror, counts in t["mirrors"].items():
+        print(f"  {mirror}: {counts['builds']} builds, {counts['blobs_fetched']} blobs fetched")
+    if t["not_signature_checked"]:
+        print("NOT signature-checked: " + ", ".join(t["not_signature_checked"]))
+    for sel in report.missing:
+        print(f"missing: {sel.request} for {sel.profile.label()}", file=sys.stderr)
+    if cache_key:
+        print(f"cache-key: {cache_key}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.manifest) == bool(args.from_lock):
+        raise UsageError("give either MANIFEST.yaml or --from-lock FILE")
+    store = store_from_option(args.store)
+    reporter = make_reporter(json_output=args.json, quiet=args.quiet)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, not {args.jobs}")
+    try:
+        if args.from_lock:
+            lock = Lock.from_json(_read(args.from_lock, "--from-lock"), args.from_lock)
+            report = warm_from_lock(
+                lock,
+                store=store,
+                jobs=args.jobs,
+                allow_unsigned=args.allow_unsigned,
+                offline=args.offline,
+                reporter=reporter,
+            )
+        else:
+            manifest = parse_manifest_text(_read(args.manifest, "manifest"), args.manifest)
+            profiles = list(manifest.profiles) or [_this_host()]
+            report = warm(
+                manifest,
+                catalog=_catalog(manifest, store, args.offline),
+                store=store,
+                profiles=profiles,
+                jobs=args.jobs,
+                allow_unsigned=args.allow_unsigned,
+                allow_missing=args.allow_missing,
+                offline=args.offline,
+                mirror_base=manifest.mirror_base,
+                reporter=reporter,
+            )
+            if args.lock and report.lock is not None and report.error is None:
+                _write_lock(Path(args.lock), report.lock)
+    finally:
+        store.close()
+    cache_key = report.lock.cache_key() if report.lock else None
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        _print_human(report, cache_key)
+    if report.error is not None:
+        raise report.error
+    return report.exit_code
+
+
+def _write_lock(path: Path, lock: Lock) -> None:
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    text = lock.to_json()
+    try:
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            return
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"--lock {path}: cannot write: {exc.strerror}") from None

@@ -24,6 +24,9 @@ def __dir__() -> list[str]:
     return __all__
 
 
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BuildInfo:
     """What the builder recorded about its install tree (paths are absolute, no trailing /)."""
@@ -70,7 +73,7 @@ def _rel_paths(value: Any, source: str, member: str, key: str) -> tuple[str, ...
 def parse_buildinfo(data: bytes, *, source: str, member: str) -> BuildInfo:
     """Parse a ``binary_distribution`` file; *source*/*member* name it in errors."""
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
+        doc = yaml.load(data.decode("utf-8"), Loader=_LOADER)  # noqa: S506 - a safe loader
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(source, member, f"not valid YAML: {first}") from None

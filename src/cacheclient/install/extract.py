@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import secrets
 import shutil
 import stat
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,6 +104,10 @@ class _Refused(Exception):
         self.problem = problem
 
 
+class _Restart(Exception):
+    """Internal: the fast path guessed the prefix wrong; extract again the general way."""
+
+
 class _BudgetReader:
     """A read-only stream that refuses to yield more than *budget* bytes."""
 
@@ -143,11 +147,20 @@ def _split_name(name: str, limits: ExtractLimits, what: str = "name") -> tuple[s
 
 
 class _Extractor:
-    """The state of one streaming extraction into ``work``."""
+    """The state of one streaming extraction into ``work``.
 
-    def __init__(self, work: Path, limits: ExtractLimits) -> None:
+    General mode writes every member at its full name below ``work``. Fast mode guesses the
+    prefix from the first member with a ``.spack`` component and writes the prefix's content
+    directly into ``work`` (directories above it are only recorded), which saves creating and
+    removing the long chain of parent directories; any surprise raises :class:`_Restart`.
+    """
+
+    def __init__(self, work: Path, limits: ExtractLimits, *, fast: bool) -> None:
         self.work = work
         self.limits = limits
+        self.fast = fast
+        self.guess: tuple[str, ...] | None = None
+        self.pending: list[tuple[tuple[str, ...], str]] = []
         self.kinds: dict[tuple[str, ...], Kind] = {}
         self.order: list[tuple[tuple[str, ...], str]] = []  # (parts, raw name) in archive order
         self.link_targets: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -157,13 +170,70 @@ class _Extractor:
         self.size = 0
 
     def _path(self, parts: tuple[str, ...]) -> str:
+        if self.guess is not None:
+            return os.path.join(self.work, *parts[len(self.guess) :])
         return os.path.join(self.work, *parts)
+
+    def _virtual(self, parts: tuple[str, ...]) -> bool:
+        """Fast mode: *parts* is the guessed prefix or above it (not on disk)."""
+        guess = self.guess
+        return guess is not None and len(parts) <= len(guess) and guess[: len(parts)] == parts
+
+    def _set_guess(self, guess: tuple[str, ...]) -> None:
+        self.guess = guess
+        below: list[tuple[tuple[str, ...], str]] = []
+        for parts, name in self.pending:
+            if self._virtual(parts):
+                continue
+            if parts[: len(guess)] != guess:
+                raise _Restart
+            del self.kinds[parts]  # recorded, not yet on disk
+            below.append((parts, name))
+        for parts, name in below:  # in any order: parents are created as needed
+            if parts not in self.kinds:
+                self._ensure_parents(parts, name)
+                os.mkdir(self._path(parts), 0o755)
+                self.kinds[parts] = "dir"
+        self.pending.clear()
+
+    def _fast_route(self, parts: tuple[str, ...], name: str, info: tarfile.TarInfo) -> bool:
+        """Fast mode bookkeeping; True when the member needs nothing on disk."""
+        if self.guess is None:
+            if ".spack" in parts:
+                cut = len(parts) - 1 - parts[::-1].index(".spack")
+                self._set_guess(parts[:cut])
+            elif info.isdir():
+                self.pending.append((parts, name))
+                self.kinds[parts] = "dir"
+                self.order.append((parts, name))
+                return True
+            else:
+                raise _Restart
+        guess = self.guess
+        if guess is None:  # pragma: no cover - set just above
+            raise _Restart
+        if self._virtual(parts):
+            if not info.isdir():
+                raise _Restart
+            self.kinds[parts] = "dir"
+            self.order.append((parts, name))
+            return True
+        if parts[: len(guess)] != guess:
+            raise _Restart
+        if info.islnk():
+            target = _split_name(info.linkname, self.limits, "hardlink target")
+            if target[: len(guess)] != guess:
+                raise _Restart
+        return False
 
     def _ensure_parents(self, parts: tuple[str, ...], name: str) -> None:
         for i in range(1, len(parts)):
             sub = parts[:i]
             kind = self.kinds.get(sub)
             if kind == "dir":
+                continue
+            if kind is None and self._virtual(sub):
+                self.kinds[sub] = "dir"
                 continue
             if kind == "symlink":
                 raise _Refused(name, f"would be written through the symlink {'/'.join(sub)!r}")
@@ -189,6 +259,8 @@ class _Extractor:
             if existing == "dir" and info.isdir():
                 return  # a repeated directory entry is harmless
             raise _Refused(name, "duplicate member (would overwrite an earlier one)")
+        if self.fast and self._fast_route(parts, name, info):
+            return
         self._ensure_parents(parts, name)
         path = self._path(parts)
         self.order.append((parts, name))
@@ -240,6 +312,8 @@ class _Extractor:
             raise _Refused("", "no .spack/binary_distribution member: not a Spack build archive")
         best = min(self.buildinfo_candidates, key=lambda p: (len(p), p))
         prefix = best[:-2]
+        if self.fast and prefix != self.guess:
+            raise _Restart
         bi_name = "/".join(best)
         if not prefix:
             raise _Refused(bi_name, "binary_distribution at the archive root (no prefix)")
@@ -283,6 +357,32 @@ def _cross_check(info: BuildInfo, old_prefix: str, member: str, expected_hash: s
         raise _Refused(member, f"hash_to_prefix does not contain the archive prefix {old_prefix}")
 
 
+def _make_work_dir(dest: Path) -> Path:
+    """A fresh directory next to *dest*, mode 0755 minus the umask (it may become the prefix)."""
+    for _ in range(100):
+        path = dest.parent / f".{dest.name}.extract-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InstallError(
+                f"{dest.parent}: cannot create a directory: {exc.strerror}"
+            ) from None
+        return path
+    raise InstallError(f"{dest.parent}: cannot create a unique work directory")  # pragma: no cover
+
+
+def _stream(tarball: Path, budget: int, ext: _Extractor) -> None:
+    with (
+        open(tarball, "rb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="rb") as gz,
+        tarfile.open(fileobj=_BudgetReader(gz, budget), mode="r|") as tar,  # type: ignore[call-overload]
+    ):
+        for info in tar:
+            ext.add(tar, info)
+
+
 def extract_prefix(
     tarball: Path,
     dest: Path,
@@ -306,38 +406,38 @@ def extract_prefix(
     except OSError as exc:
         raise InstallError(f"{source}: cannot read archive: {exc.strerror}") from None
     budget = max(limits.min_budget, compressed * limits.max_ratio)
-    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
-    try:
-        ext = _Extractor(work, limits)
+    for fast in (True, False):
+        work = _make_work_dir(dest)
         try:
-            with (
-                open(tarball, "rb") as raw,
-                gzip.GzipFile(fileobj=raw, mode="rb") as gz,
-                tarfile.open(fileobj=_BudgetReader(gz, budget), mode="r|") as tar,  # type: ignore[call-overload]
-            ):
-                for info in tar:
-                    ext.add(tar, info)
-            prefix, info = ext.finish(source, expected_hash)
-        except _Refused as exc:
-            member = exc.member
-            where = f"member {member!r}: " if member else ""
-            raise UnsafeArchiveError(
-                f"{source}: {where}{exc.problem}; installation refused",
-                archive=source,
-                member=member or None,
-            ) from None
-        except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
-            raise UnsafeArchiveError(
-                f"{source}: not a valid tar.gz archive: {str(exc) or type(exc).__name__}",
-                archive=source,
-            ) from None
-        except OSError as exc:
-            raise InstallError(
-                f"{source}: extraction into {dest.parent} failed: {exc.strerror or exc}"
-            ) from None
-        os.rename(os.path.join(work, *prefix), dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            ext = _Extractor(work, limits, fast=fast)
+            try:
+                _stream(tarball, budget, ext)
+                prefix, info = ext.finish(source, expected_hash)
+            except _Restart:
+                continue
+            except _Refused as exc:
+                member = exc.member
+                where = f"member {member!r}: " if member else ""
+                raise UnsafeArchiveError(
+                    f"{source}: {where}{exc.problem}; installation refused",
+                    archive=source,
+                    member=member or None,
+                ) from None
+            except (tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as exc:
+                raise UnsafeArchiveError(
+                    f"{source}: not a valid tar.gz archive: {str(exc) or type(exc).__name__}",
+                    archive=source,
+                ) from None
+            except OSError as exc:
+                raise InstallError(
+                    f"{source}: extraction into {dest.parent} failed: {exc.strerror or exc}"
+                ) from None
+            os.rename(work if fast else os.path.join(work, *prefix), dest)
+            break
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    else:  # pragma: no cover - the general mode never restarts
+        raise InstallError(f"{source}: extraction did not converge")
     n = len(prefix)
     entries: dict[str, Entry] = {}
     for parts, kind in ext.kinds.items():

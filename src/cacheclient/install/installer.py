@@ -6,8 +6,9 @@ returns them, and for each one:
 1. skips it when the root's database already has it and its prefix exists (unless
    ``force``), so re-running is a no-op that says so;
 2. extracts its verified tarball into a temporary directory next to the final prefix
-   (:mod:`.extract`), relocates it to the final prefix (:mod:`.relocate`), drops the stale
-   ``.spack/install_manifest.json``, installs ``<root>/bin/sbang`` when a script needs it;
+   (:mod:`.extract`), relocates it to the final prefix (:mod:`.relocate`), rewrites
+   ``.spack/install_manifest.json`` for the new prefix (:mod:`.manifest`), and installs
+   ``<root>/bin/sbang`` when a script needs it;
 3. renames the prefix into place and records it in the database (:mod:`.installdb`).
 
 The root therefore only ever holds complete prefixes, and the database matches them.
@@ -30,6 +31,7 @@ from typing import Any, Literal, Protocol
 from cacheclient.errors import StoreError, UsageError
 from cacheclient.install.extract import DEFAULT_LIMITS, ExtractLimits, extract_prefix
 from cacheclient.install.installdb import InstallDB, InstallRecord, locked_db
+from cacheclient.install.manifest import write_install_manifest
 from cacheclient.install.relocate import build_prefix_map, find_patchelf, relocate_prefix
 from cacheclient.install.sbang import install_sbang, sbang_path
 from cacheclient.model import BlobRef, BuildRecord
@@ -212,6 +214,30 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _check_distinct(planned: Mapping[str, Path], db: InstallDB) -> None:
+    """Refuse a projection that puts two different builds into one prefix."""
+    owner = {Path(rec.prefix): h for h, rec in db.records.items()}
+    for dag_hash, prefix in planned.items():
+        other = owner.setdefault(prefix, dag_hash)
+        if other != dag_hash:
+            raise UsageError(
+                f"{prefix}: the projection gives builds {other[:7]} and {dag_hash[:7]} the same "
+                "prefix; include {hash} in it"
+            )
+
+
+def _remove_stale_work_dirs(parents: set[Path]) -> None:
+    """Remove work directories an interrupted run left (we hold the root's lock)."""
+    for parent in parents:
+        try:
+            stale = [*parent.glob(".*.tmp-*"), *parent.glob(".*.extract-*")]
+        except OSError:
+            continue
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def _check_externals(externals: Sequence[BuildRecord]) -> list[ExternalCheck]:
     out = []
     for rec in externals:
@@ -249,10 +275,8 @@ def _install_one(
             new_sbang=new_sbang,
         )
         report = relocate_prefix(extracted, mapping, new_sbang=new_sbang, patchelf=patchelf)
-        manifest = extracted.entries.get(".spack/install_manifest.json")
-        if manifest is not None and manifest.kind == "file":
-            # Stale after relocation (checksums and paths changed); Spack rewrites it.
-            (work / ".spack" / "install_manifest.json").unlink()
+        # The archive's manifest describes the old prefix; write the new one, as Spack does.
+        write_install_manifest(work, str(final))
         if report.uses_sbang:
             install_sbang(root)
         if final.exists() or final.is_symlink():
@@ -300,6 +324,8 @@ def install_fetched(
     with locked_db(root) as db:
         records = [item.record for item in items]
         planned = planned_prefixes(records, root=root, projection=projection, db=db, force=force)
+        _check_distinct(planned, db)
+        _remove_stale_work_dirs({p.parent for p in planned.values()})
         new_prefixes = {rec.hash: rec.prefix for rec in db.records.values()}
         new_prefixes.update({h: str(p) for h, p in planned.items()})
         for item in items:

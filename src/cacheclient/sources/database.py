@@ -17,6 +17,7 @@ This module also holds :func:`record_from_node`, the node-dict reader shared wit
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
@@ -26,10 +27,17 @@ from cacheclient.errors import MetadataError
 from cacheclient.model import BuildRecord, Dependency, Libc, VariantValue, is_valid_hash
 from cacheclient.sources.manifest import decode_text
 
-try:  # optional accelerator: several times faster on 100+ MB indexes (see bench/)
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment]
+
+def _optional_orjson() -> Any:
+    """``orjson`` when installed: an optional accelerator, about 1.8x faster than the stdlib
+    on 100 MB indexes (bench/bench_index.py). Imported dynamically so it stays optional."""
+    try:
+        return importlib.import_module("orjson")
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+
+
+_orjson: Any = _optional_orjson()
 
 __all__ = [
     "COMPILER_FLAGS",

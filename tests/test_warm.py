@@ -1,0 +1,322 @@
+"""``cacheclient warm`` end to end: nginx mirrors, real signatures, concurrent runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cacheclient.cli.main import main
+from paths import SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
+from servers import NginxServer
+
+ServeDir = Callable[..., NginxServer]
+Capture = pytest.CaptureFixture[str]
+
+PROFILES = """\
+profiles:
+  - {platform: linux, os: debian12, target: x86_64_v3}
+  - {platform: linux, os: debian12, target: x86_64_v4}
+"""
+
+
+def manifest(
+    tmp_path: Path,
+    mirror: str,
+    *,
+    specs: str = "[demo-tool@1.0.0]",
+    signed: bool = True,
+    profiles: str = PROFILES,
+    name: str = "m.yaml",
+) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        f"mirrors:\n  - url: {mirror}\n    signed: {'true' if signed else 'false'}\n"
+        f"{profiles}specs: {specs}\n"
+    )
+    return path
+
+
+def trust(store: Path) -> None:
+    assert main(["keys", "trust", str(SPACK_V3_KEY), "--store", str(store)]) == 0
+
+
+def blob_files(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "blobs").rglob("*") if p.is_file())
+
+
+class TestWarm:
+    def test_second_run_fetches_nothing_and_writes_the_same_lock(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        trust(store)
+        m = manifest(tmp_path, server.url)
+        assert (
+            main(["warm", str(m), "--store", str(store), "--lock", str(tmp_path / "l1"), "--quiet"])
+            == 0
+        )
+        first = capsys.readouterr().out
+        fetched = server.count("/blobs/")
+        # both profiles' closures, each blob once (a spec blob and a tarball per build)
+        builds = json.loads((tmp_path / "l1").read_text())["builds"]
+        assert len(builds) == 6  # demo-tool for v3 and v4 share some dependencies
+        assert fetched == 2 * len(builds) + 1  # + the mirror's index blob
+        before = len(server.requests())
+        assert (
+            main(["warm", str(m), "--store", str(store), "--lock", str(tmp_path / "l2"), "--quiet"])
+            == 0
+        )
+        second = capsys.readouterr().out
+        assert server.count("/blobs/") == fetched
+        assert len(server.requests()) - before <= 1  # at most one freshness request
+        assert (tmp_path / "l1").read_bytes() == (tmp_path / "l2").read_bytes()
+        key = [line for line in first.splitlines() if line.startswith("cache-key: sha256:")]
+        assert key
+        assert key[0] in second
+
+    def test_json_report(self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        trust(store)
+        m = manifest(tmp_path, server.url, specs="[demo-tool@1.0.0, demo-zlib@1.2.13]")
+        capsys.readouterr()
+        assert main(["warm", str(m), "--store", str(store), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        selected = {
+            (s["profile"], s["request"]): s["selected"]["hash"] for s in report["selections"]
+        }
+        assert selected[("linux-debian12-x86_64_v4", "demo-tool@1.0.0")] == (
+            "vwaicymp67emhvtu53ght22dv5pm6y2b"
+        )
+        assert selected[("linux-debian12-x86_64_v3", "demo-tool@1.0.0")] == (
+            "p3ni4vmgrbpf2zerdw3f2o22ifxs2xn7"
+        )
+        totals = report["totals"]
+        assert totals["blobs_present"] == 0
+        assert totals["blobs_fetched"] == 2 * totals["builds"]
+        assert totals["bytes_transferred"] > 0
+        assert totals["not_signature_checked"] == []
+        assert list(totals["mirrors"]) == [server.url]
+        assert report["cache_key"].startswith("sha256:")
+
+    def test_untrusted_key_exits_4_and_stores_nothing(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        m = manifest(tmp_path, server.url)
+        assert main(["warm", str(m), "--store", str(store), "--quiet"]) == 4
+        assert "789B96D6B931B1D5" in capsys.readouterr().err
+        assert not (store / "blobs").exists() or blob_files(store) == []
+
+    def test_unsigned_mirror_when_the_manifest_says_so(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_UNSIGNED)
+        store = tmp_path / "store"
+        m = manifest(tmp_path, server.url, signed=False)
+        capsys.readouterr()
+        assert main(["warm", str(m), "--store", str(store), "--json", "--quiet"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert len(report["totals"]["not_signature_checked"]) == report["totals"]["builds"] > 0
+
+    def test_missing_spec_exits_3_unless_allowed(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        trust(store)
+        m = manifest(tmp_path, server.url, specs="[demo-tool@1.0.0, demo-tool@9]")
+        assert main(["warm", str(m), "--store", str(store), "--quiet"]) == 3
+        err = capsys.readouterr().err
+        assert "missing: demo-tool@9 for linux-debian12-x86_64_v3" in err
+        assert main(["warm", str(m), "--store", str(store), "--quiet", "--allow-missing"]) == 0
+        assert "missing: demo-tool@9" in capsys.readouterr().err
+        # what could be resolved was still fetched
+        assert blob_files(store)
+
+    def test_bad_manifest_lists_every_problem(self, tmp_path: Path, capsys: Capture) -> None:
+        m = tmp_path / "m.yaml"
+        m.write_text(
+            "mirrors: [/x]\nprofiles:\n  - {platform: linux, os: debain12, target: zen9}\n"
+            "specs: ['demo-tool@@1']\n"
+        )
+        assert main(["warm", str(m), "--store", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert "3 problems" in err
+        assert "line 3: unknown OS 'debain12'" in err
+        assert "line 3: unknown target 'zen9'" in err
+        assert "line 4: specs[0]" in err
+
+
+class TestLock:
+    def test_from_lock_needs_no_index_and_checks_digests(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store, fresh = tmp_path / "store", tmp_path / "fresh"
+        trust(store)
+        trust(fresh)
+        lock = tmp_path / "ci.lock"
+        m = manifest(tmp_path, server.url)
+        assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
+        server.clear_log()
+        # offline on an empty store: lists what is missing, exit 5
+        assert (
+            main(["warm", "--from-lock", str(lock), "--store", str(fresh), "--offline", "--quiet"])
+            == 5
+        )
+        err = capsys.readouterr().err
+        assert "vwaicymp67emhvtu53ght22dv5pm6y2b" in err
+        assert server.requests() == []
+        assert main(["warm", "--from-lock", str(lock), "--store", str(fresh), "--quiet"]) == 0
+        paths = [e.uri for e in server.requests()]
+        index_blob = _index_blob(SPACK_V3_SIGNED)
+        assert not any(p.endswith(index_blob) for p in paths)  # the index is never downloaded
+        locked = {
+            b["checksum"]
+            for build in json.loads(lock.read_text())["builds"].values()
+            for b in build["blobs"]
+        }
+        assert {p.name for p in blob_files(fresh)} == locked | {_index_blob(fresh)}
+        assert (
+            main(["warm", "--from-lock", str(lock), "--store", str(fresh), "--offline", "--quiet"])
+            == 0
+        )
+
+    def test_lock_that_disagrees_with_the_mirror_exits_4(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        trust(store)
+        lock = tmp_path / "ci.lock"
+        m = manifest(tmp_path, server.url)
+        assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
+        data = json.loads(lock.read_text())
+        build = data["builds"]["vwaicymp67emhvtu53ght22dv5pm6y2b"]
+        build["blobs"][0]["checksum"] = "0" * 64
+        lock.write_text(json.dumps(data))
+        other = tmp_path / "other"
+        trust(other)
+        capsys.readouterr()
+        assert main(["warm", "--from-lock", str(lock), "--store", str(other), "--quiet"]) == 4
+        assert "0" * 64 in capsys.readouterr().err
+
+    def test_bad_lockfile(self, tmp_path: Path, capsys: Capture) -> None:
+        lock = tmp_path / "ci.lock"
+        lock.write_text('{"lock_version": 1, "mirrors": [], "profiles": []}')
+        assert main(["warm", "--from-lock", str(lock), "--store", str(tmp_path / "s")]) == 7
+        assert f"{lock}: builds: missing" in capsys.readouterr().err
+
+
+def lock_text(store: Path, tmp_path: Path) -> str:
+    wide = tmp_path / "m.yaml"
+    lock = tmp_path / "check.lock"
+    assert main(["warm", str(wide), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
+    return lock.read_text()
+
+
+def _index_blob(store: Path) -> str:
+    text = (store / "v3/manifests/index/index.manifest.json").read_text()
+    return str(json.loads(text)["data"][0]["checksum"])
+
+
+class TestSharedStore:
+    def test_warmed_store_serves_as_a_mirror(self, nginx_mirror: ServeDir, tmp_path: Path) -> None:
+        origin = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        trust(store)
+        m = manifest(tmp_path, origin.url)
+        assert main(["warm", str(m), "--store", str(store), "--quiet"]) == 0
+        origin.clear_log()
+        shared = nginx_mirror(store)
+        runner = tmp_path / "runner"
+        trust(runner)
+        root = tmp_path / "root"
+        assert (
+            main(
+                [
+                    "install",
+                    "demo-tool@1.0.0",
+                    "--mirror",
+                    shared.url,
+                    "--platform",
+                    "linux",
+                    "--os",
+                    "debian12",
+                    "--target",
+                    "x86_64_v4",
+                    "--store",
+                    str(runner),
+                    "--root",
+                    str(root),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+        assert origin.requests() == []
+        assert shared.count("/blobs/") > 0
+        tool = next(root.rglob("bin/demo-tool"))
+        out = subprocess.run([str(tool)], capture_output=True, text=True, check=True).stdout
+        assert out.startswith("demo-tool 1.0.0")
+
+    def test_eight_concurrent_runners_download_each_blob_once(
+        self, nginx_mirror: ServeDir, tmp_path: Path
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "store"
+        trust(store)
+        wide = manifest(tmp_path, server.url, specs="[demo-tool@1.0.0, demo-zlib, demo-pyhooks]")
+        narrow = manifest(tmp_path, server.url, specs="[demo-tool@1.0.0]", name="n.yaml")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cacheclient",
+                    "warm",
+                    str(wide if i % 2 else narrow),
+                    "--store",
+                    str(store),
+                    "--quiet",
+                    "--jobs",
+                    "4",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for i in range(8)
+        ]
+        results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else b"") for p in procs]
+        for p in procs:
+            if p.stdout:
+                p.stdout.close()
+            if p.stderr:
+                p.stderr.close()
+        assert [rc for rc, _ in results] == [0] * 8, results
+        gets = Counter(
+            e.uri for e in server.requests() if e.uri.startswith("/blobs/") and e.status == 200
+        )
+        assert gets, "nothing was downloaded"
+        mirror_index = _index_blob(SPACK_V3_SIGNED)
+        artifacts = {uri: n for uri, n in gets.items() if not uri.endswith(mirror_index)}
+        assert len(artifacts) == len(json.loads(lock_text(store, tmp_path))["builds"]) * 2
+        assert max(gets.values()) == 1, gets  # every blob once, the index too
+        for path in blob_files(store):
+            import hashlib
+
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+        assert not list(store.rglob("*.partial"))
