@@ -6,6 +6,7 @@ and as a normal user; its config, pid, temp and log files live in a private work
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -26,6 +27,16 @@ __all__ = ["NGINX", "AccessEntry", "NginxError", "NginxServer", "free_port", "re
 NGINX = "/usr/sbin/nginx"
 _SYNC_PATH = "/__nginx_sync__"
 _START_TIMEOUT = 10.0
+
+# Servers still running when the interpreter exits (a test run interrupted before teardown)
+# are stopped then, so no nginx outlives the test process.
+_RUNNING: set[NginxServer] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_RUNNING):
+        server.stop()
 
 
 class NginxError(RuntimeError):
@@ -188,6 +199,7 @@ class NginxServer:
             )
             if _wait_for_port(port, proc, _START_TIMEOUT):
                 self._proc = proc
+                _RUNNING.add(self)
                 self.port = port
                 return self
             _, stderr = _finish(proc)
@@ -197,6 +209,7 @@ class NginxServer:
         raise NginxError(f"nginx did not start on 127.0.0.1: {last_error or 'no message'}")
 
     def stop(self) -> None:
+        _RUNNING.discard(self)
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.poll() is None:

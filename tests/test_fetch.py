@@ -20,8 +20,9 @@ from cacheclient.mirrors.layout import spec_manifest_path
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord
 from cacheclient.reporter import Reporter
+from cacheclient.sources.manifest import parse_manifest
 from cacheclient.store import Store
-from cacheclient.transport import TransportOptions, reader_for
+from cacheclient.transport import TransportOptions, reader_for, transport_for
 from cacheclient.trust import TrustStore
 from paths import SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED, V2_MIRRORS
 from servers import Fault, FaultServer, NginxServer, refused_url
@@ -245,6 +246,32 @@ class TestChecksums:
         assert not store.partial_path(tar["checksum"]).exists()
         assert store.load_build(record.hash) is None
 
+    def test_bad_kept_prefix_is_downloaded_again(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store, trusted: TrustStore
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        record = records_of(server.url)[0]
+        payload = trusted.verify_clearsigned(manifest_file(SPACK_V3_SIGNED, record).read_bytes())
+        tar = parse_manifest(payload[0], "m").tarball
+        assert tar is not None
+        url = f"{server.url}/{tar.path}"
+        # a partial download from a crashed run whose bytes went bad on disk
+        store.ensure()
+        stream = transport_for(url)._open(url, 0, None)
+        validator = stream.validator
+        stream.close()
+        partial = store.partial_path(tar.checksum)
+        partial.write_bytes(b"\0" * (tar.size // 2))
+        meta = partial.with_name(partial.name + ".meta")
+        meta.write_text(json.dumps({"url": url, "validator": validator}))
+        server.clear_log()
+        result = fetch([record], [server.url], store)
+        assert (
+            result.items[0].tarball_path.read_bytes() == (SPACK_V3_SIGNED / tar.path).read_bytes()
+        )
+        tar_requests = [e for e in server.requests() if e.uri == "/" + tar.path]
+        assert [e.range for e in tar_requests] == [f"bytes={tar.size // 2}-", ""]
+
     def test_bad_mirror_does_not_fail_when_another_has_it(
         self,
         fault_server: Callable[..., FaultServer],
@@ -272,6 +299,16 @@ class TestMirrors:
         result = fetch(records, [first.url, second.url], store)
         assert {i.mirror for i in result.items} == {second.url}
         assert first.count("/blobs/") == 0
+
+    def test_mirror_url_with_a_path_prefix(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store, trusted: TrustStore
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED.parent)
+        mirror = f"{server.url}/{SPACK_V3_SIGNED.name}/"
+        records = records_of(mirror)[:2]
+        result = fetch(records, [mirror], store)
+        assert len(result.items) == 2
+        assert {e.uri.split("/")[1] for e in server.requests()} == {SPACK_V3_SIGNED.name}
 
     def test_dead_mirror_is_skipped_after_n_failures(
         self, nginx_mirror: Callable[..., NginxServer], store: Store, trusted: TrustStore

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +99,48 @@ class TestSignedMirror:
         out = capsys.readouterr()
         assert out.out.count("present ") == 4
         assert out.err == ""
+        # offline without any source: the store is a mirror of what it holds
+        args = ["fetch", "demo-tool@1.0.0", *HOST, "--store", str(store), "--offline", "-q"]
+        assert main(args) == 0
+        assert capsys.readouterr().out.count("present ") == 4
+
+
+class TestTerminal:
+    def test_progress_display_on_a_terminal(
+        self, nginx_mirror: Callable[..., NginxServer], tmp_path: Path
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store = tmp_path / "s"
+        trust(store)
+        main_fd, child_fd = os.openpty()
+        shown: list[bytes] = []
+
+        def drain() -> None:  # read while the child writes: a full pty would block it
+            with contextlib.suppress(OSError):
+                while chunk := os.read(main_fd, 65536):
+                    shown.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        command = [sys.executable, "-m", "cacheclient", "fetch", "demo-tool@1.0.0"]
+        try:
+            proc = subprocess.run(
+                [*command, "--mirror", server.url, *HOST, "--store", str(store)],
+                stderr=child_fd,
+                stdout=subprocess.PIPE,
+                check=False,
+                timeout=120,
+            )
+        finally:
+            os.close(child_fd)
+            reader.join(timeout=30)
+            os.close(main_fd)
+        text = b"".join(shown).decode()
+        assert proc.returncode == 0
+        assert "\r\x1b[2K" in text  # the status line is redrawn in place
+        assert "ETA" in text
+        assert "/s" in text
+        assert proc.stdout.decode().count("fetched ") == 4
 
 
 class TestUnsignedAndOffline:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cacheclient.errors import UnsafeArchiveError
 from cacheclient.install.extract import ExtractLimits, extract_prefix
@@ -332,3 +334,56 @@ class TestBombs:
         result = extract_prefix(tar, tmp_path / "p", expected_hash=H)
         assert os.readlink(tmp_path / "p" / "lib" / "libc.so") == "/usr/lib/libc.so.6"
         assert result.entries["share/self"].target == f"/{PREFIX}/bin/ok"
+
+
+_COMPONENT = st.sampled_from(["..", ".", "a", "b", "victim", "", "opt", "spack"])
+
+
+@st.composite
+def _random_archive(draw: st.DrawFn) -> Spec:
+    """A valid base plus random members: names, symlinks and hardlinks built from risky parts."""
+    spec = _base()
+    for _ in range(draw(st.integers(1, 6))):
+        parts = draw(st.lists(_COMPONENT, min_size=1, max_size=4))
+        rooted = draw(st.sampled_from(["", "/", f"{PREFIX}/", "opt/", "../"]))
+        name = rooted + "/".join(parts)
+        kind = draw(st.sampled_from(["file", "dir", "sym", "link"]))
+        if kind == "file":
+            spec.add(name)
+        elif kind == "dir":
+            spec.add(name, type=tarfile.DIRTYPE)
+        elif kind == "sym":
+            spec.sym(name, draw(st.sampled_from(["/", "..", "../../victim", "/tmp", "a"])))
+        else:
+            target = draw(st.sampled_from([f"{PREFIX}/bin/ok", "/etc/passwd", "../victim/x"]))
+            spec.add(name, type=tarfile.LNKTYPE, linkname=target)
+    return spec
+
+
+class TestRandomArchives:
+    @settings(
+        max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "60")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(spec=_random_archive())
+    def test_nothing_is_ever_written_outside(self, spec: Spec, tmp_path: Path) -> None:
+        case = tmp_path / hashlib.sha256(repr(spec.members).encode()).hexdigest()[:12]
+        if case.exists():
+            return
+        (case / "victim").mkdir(parents=True)
+        (case / "out").mkdir()
+        tar = _write(spec, case / "a.tar.gz")
+        try:
+            result = extract_prefix(tar, case / "out" / "p", expected_hash=H)
+        except UnsafeArchiveError:
+            assert os.listdir(case / "out") == []
+        else:
+            assert os.listdir(case / "out") == ["p"]
+            for rel, entry in result.entries.items():
+                path = case / "out" / "p" / rel
+                assert os.path.lexists(path)
+                if entry.kind in ("file", "hardlink"):
+                    assert not path.is_symlink()
+        assert os.listdir(case / "victim") == []
+        assert sorted(os.listdir(case)) == ["a.tar.gz", "out", "victim"]

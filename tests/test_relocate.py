@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cacheclient.errors import RelocationError
 from cacheclient.install.buildinfo import BuildInfo
@@ -287,3 +289,26 @@ class TestHardlinkedText:
         assert report.text_files == 1
         assert a.read_text() == b.read_text() == "root=/new/pkg\n"
         assert a.stat().st_ino == b.stat().st_ino
+
+
+_PIECES = st.sampled_from(
+    [OLD, "/old/root", "/old/rootx", "/x", "-L", ":", "\0", "/", "a", ".", " "]
+)
+
+
+class TestProperties:
+    @given(st.lists(_PIECES, max_size=12).map("".join))
+    def test_binary_replacement_keeps_length_and_removes_old_prefixes(self, text: str) -> None:
+        data = text.encode()
+        new, _count = replace_binary(data, MAP, source="f")
+        assert len(new) == len(data)
+        assert replace_binary(new, MAP, source="f")[1] == 0  # idempotent: nothing left to map
+
+    @given(st.text(alphabet="abc/-_.:= \n", max_size=40))
+    def test_text_without_old_prefixes_is_unchanged(self, text: str) -> None:
+        assert replace_text(text.encode(), MAP) == text.encode()
+
+    @given(st.lists(_PIECES, max_size=12).map("".join))
+    def test_text_replacement_is_idempotent(self, text: str) -> None:
+        once = replace_text(text.encode(), MAP)
+        assert replace_text(once, MAP) == once

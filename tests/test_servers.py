@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -335,6 +336,7 @@ class TestGpgKey:
             assert bad.returncode != 0
         finally:
             subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+            shutil.rmtree(home, ignore_errors=True)
         assert len(gpg_key.fingerprint) == 40
         exported = gpg_key.export_public(tmp_path / "k.asc").read_text()
         assert exported.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")

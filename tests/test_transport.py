@@ -395,6 +395,26 @@ class TestDownload:
         last = server.requests()[-1]
         assert (last.status, last.range) == (206, "bytes=123457-")
 
+    def test_partial_longer_than_the_file_restarts_after_416(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        http: HttpTransport,
+        payload: Path,
+        tmp_path: Path,
+    ) -> None:
+        server = nginx_mirror(payload.parent.parent)
+        url = f"{server.url}/blobs/big"
+        stream = http._open(url, 0, None)
+        validator = stream.validator
+        stream.close()
+        part = tmp_path / "p"
+        part.write_bytes(payload.read_bytes() + b"trailing junk")
+        (tmp_path / "p.meta").write_text(json.dumps({"url": url, "validator": validator}))
+        result = http.download(url, part)  # size unknown, as for v2 tarballs
+        assert result is not None
+        assert result.sha256 == _sha(payload)
+        assert [e.status for e in server.requests()][-2:] == [416, 200]
+
     def test_too_long_body_fails_and_leaves_nothing(
         self,
         fault_server: Callable[..., FaultServer],

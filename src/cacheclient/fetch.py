@@ -47,6 +47,7 @@ from cacheclient.sources.manifest import decode_text, parse_manifest
 from cacheclient.sources.specfile import SpecFile, read_specfile
 from cacheclient.store import Store, StoredBuild
 from cacheclient.transport import (
+    DownloadResult,
     Transport,
     TransportOptions,
     join_url,
@@ -306,10 +307,26 @@ class _Fetcher:
             partial = store.partial_path(checksum)
             size = blob.size if blob.size >= 0 else None
             self.reporter.download_started(label, size)
+            result = self._download_verified(url, mirror, checksum, label, size)
+            store.commit_partial(partial, checksum)
+            with self._lock:
+                self.downloaded += result.size - result.resumed_from
+            if not store.pin(checksum):
+                raise StoreError(f"{store.blob_path(checksum)}: vanished right after download")
+        self.reporter.download_finished(label, False)
+        return self._fetched_blob(kind, blob, mirror, present=False)
 
-            def progress(done: int, total: int | None) -> None:
-                self.reporter.download_progress(label, done, total)
+    def _download_verified(
+        self, url: str, mirror: str, checksum: str, label: str, size: int | None
+    ) -> DownloadResult:
+        """Stream *url* into the blob's partial file; its sha256 must be *checksum*."""
+        store = self.store
+        partial = store.partial_path(checksum)
 
+        def progress(done: int, total: int | None) -> None:
+            self.reporter.download_progress(label, done, total)
+
+        for attempt in (1, 2):
             try:
                 result = self._transport(url).download(
                     url, partial, expected_size=size, progress=progress
@@ -324,23 +341,20 @@ class _Fetcher:
                 ) from None
             if result is None:
                 raise _NotHere(url)
-            if result.sha256 != checksum:
-                store.discard_partial(checksum)
-                raise VerificationError(
-                    f"{url}: sha256 mismatch for {label} from mirror {mirror}: "
-                    f"expected {checksum}, got {result.sha256}",
-                    url=url,
-                    mirror=mirror,
-                    expected=checksum,
-                    actual=result.sha256,
-                )
-            store.commit_partial(partial, checksum)
-            with self._lock:
-                self.downloaded += result.size - result.resumed_from
-            if not store.pin(checksum):
-                raise StoreError(f"{store.blob_path(checksum)}: vanished right after download")
-        self.reporter.download_finished(label, False)
-        return self._fetched_blob(kind, blob, mirror, present=False)
+            if result.sha256 == checksum:
+                return result
+            store.discard_partial(checksum)
+            if result.resumed_from and attempt == 1:
+                continue  # the kept prefix was bad (an older file?): once more from zero
+            raise VerificationError(
+                f"{url}: sha256 mismatch for {label} from mirror {mirror}: "
+                f"expected {checksum}, got {result.sha256}",
+                url=url,
+                mirror=mirror,
+                expected=checksum,
+                actual=result.sha256,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _fetched_blob(self, kind: str, blob: BlobRef, mirror: str, *, present: bool) -> FetchedBlob:
         return FetchedBlob(

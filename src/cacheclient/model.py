@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "DEPTYPES",
@@ -32,7 +32,7 @@ HASH_RE = re.compile(r"^[a-z0-9]{32}$")
 DEPTYPES = frozenset({"build", "link", "run", "test"})
 RUNTIME_DEPTYPES = frozenset({"link", "run"})
 
-VariantValue = Union[bool, str, tuple[str, ...]]
+VariantValue = bool | str | tuple[str, ...]
 """A variant value: ``True``/``False`` for boolean variants, a string for single-valued
 ones, a sorted tuple of strings for multi-valued ones."""
 

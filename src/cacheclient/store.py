@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import json
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -221,6 +222,19 @@ class _FileLock:
         self.fd = None
 
 
+def _raise_open_files_limit() -> None:
+    """Each pinned blob holds one lock file open: lift the soft limit to the hard one.
+
+    When even that is not enough, :meth:`Store.pin` degrades to not locking (the blob is still
+    used, only not protected from a concurrent ``gc``).
+    """
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, 1 << 20), hard))
+
+
 class Store:
     """A content-addressed store rooted at *root* (default :func:`default_store_root`).
 
@@ -232,6 +246,7 @@ class Store:
         self.root = Path(root).expanduser().absolute() if root else default_store_root()
         self._pins: dict[str, _FileLock] = {}
         self._lock = threading.Lock()
+        _raise_open_files_limit()
 
     def __enter__(self) -> Store:
         return self
@@ -338,7 +353,8 @@ class Store:
             try:
                 lock.acquire(shared=True)
             except StoreError:
-                # A read-only store: nobody can evict anything from it, so no lock is needed.
+                # A read-only store (nobody can evict anything from it), or out of file
+                # descriptors: use the blob without the protection of a lock.
                 return path.is_file()
             if not path.is_file():
                 lock.release()

@@ -660,7 +660,7 @@ class HttpTransport(Transport):
         except requests.RequestException as exc:
             raise DownloadError(f"{url}: {_short(exc)}", url=url) from None
         status = response.status_code
-        if status in (200, 206, 304):
+        if status in (200, 206, 304) or (status == 416 and "Range" in headers):
             return response
         response.close()
         if status in (404, 410):
@@ -694,6 +694,9 @@ class HttpTransport(Transport):
             headers["If-Range"] = if_range
         response = self._request(url, headers, stream=True)
         start = 0
+        if response.status_code == 416:  # the partial file is longer than the resource
+            response.close()
+            return self._open(url, 0, None)
         if response.status_code == 206:
             content_range = response.headers.get("Content-Range", "")
             try:

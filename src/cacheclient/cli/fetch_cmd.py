@@ -25,7 +25,7 @@ from cacheclient.errors import UsageError
 from cacheclient.fetch import DEFAULT_MIRROR_BASE, FetchResult, fetch_builds
 from cacheclient.model import BuildRecord
 from cacheclient.reporter import Reporter, make_reporter
-from cacheclient.store import Store, store_from_option
+from cacheclient.store import INDEX_MANIFEST, Store, store_from_option
 
 __all__ = [
     "add_arguments",
@@ -82,12 +82,14 @@ def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[
     metadata = list(getattr(args, "metadata", None) or [])
     if not mirrors and not metadata:
         mirrors = [normalise_mirror(m) for m in (_config_value("mirrors") or ())]
+    offline = bool(getattr(args, "offline", False))
+    if not mirrors and not metadata and offline and (store.root / INDEX_MANIFEST).is_file():
+        mirrors = [str(store.root)]  # the store is a mirror of everything it holds
     if not mirrors and not metadata:
         raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
     catalogs: list[Catalog] = []
     if metadata:
         catalogs.append(load_catalog(metadata, []))
-    offline = bool(getattr(args, "offline", False))
     catalogs.extend(open_mirror(m, store=store, offline=offline) for m in mirrors)
     catalog = catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
     return catalog, mirrors

@@ -7,14 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cacheclient.catalog import Catalog
 from cacheclient.cli._common import print_json
 from cacheclient.cli.fetch_cmd import (
     add_arguments,
     collect_records,
-    load_sources,
+    normalise_mirror,
     resolve_and_fetch,
 )
-from cacheclient.errors import CacheClientError
+from cacheclient.errors import CacheClientError, UsageError
 from cacheclient.install import DEFAULT_PROJECTION, default_root, format_projection
 from cacheclient.install.installdb import read_db
 from cacheclient.install.installer import InstallResult, install_fetched
@@ -98,6 +99,24 @@ def _tarball_blob(record: BuildRecord, mirrors: list[str]) -> BlobRef | None:
     return None
 
 
+def _catalog_read_only(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
+    """Like ``fetch``'s sources, but reading indexes directly: no cache is written."""
+    from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
+    from cacheclient.config import load_config  # noqa: PLC0415
+    from cacheclient.mirrors.open import open_catalog  # noqa: PLC0415
+    from cacheclient.transport import reader_for  # noqa: PLC0415
+
+    mirrors = [normalise_mirror(m) for m in (args.mirror or [])]
+    metadata = list(args.metadata or [])
+    if not mirrors and not metadata:
+        mirrors = [normalise_mirror(m) for m in load_config().mirrors]
+    if not mirrors and not metadata:
+        raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
+    catalogs = [load_catalog(metadata, [])] if metadata else []
+    catalogs += [open_catalog(m, reader_for(m)) for m in mirrors]
+    return (catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)), mirrors
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     from cacheclient.cli.resolve_cmd import os_compat_from_args  # noqa: PLC0415
     from cacheclient.host import host_from_args  # noqa: PLC0415
@@ -108,7 +127,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     projection = _projection(args)
     store = store_from_option(getattr(args, "store", None))
     try:
-        catalog, mirrors = load_sources(args, store)
+        catalog, mirrors = _catalog_read_only(args)
         host = host_from_args(args)
         resolutions = resolve_or_raise(
             list(args.specs), catalog, host, os_compat=os_compat_from_args(args)
