@@ -403,6 +403,31 @@ print(sum(1 for i in result.items if not i.already_present))
 """
 
 
+class _Interrupt(Reporter):
+    def download_progress(self, artifact: str, done: int, total: int | None) -> None:
+        if artifact.endswith("tarball"):
+            raise KeyboardInterrupt
+
+
+class TestInterrupted:
+    def test_ctrl_c_keeps_the_partial_file_for_the_next_run(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store, trusted: TrustStore
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        record = records_of(server.url)[0]
+        with pytest.raises(KeyboardInterrupt):
+            fetch([record], [server.url], store, reporter=_Interrupt())
+        partials = list((store.private_dir / "partial").glob("*.partial"))
+        assert len(partials) == 1
+        assert len(blob_files(store)) == 1  # the spec blob; the tarball is not visible
+        tarball = partials[0].name.split(".")[0]
+        assert not store.has_blob(tarball)
+        server.clear_log()
+        result = fetch([record], [server.url], store)
+        assert result.items[0].tarball.checksum == tarball
+        assert server.count(f"/blobs/sha256/{tarball[:2]}/{tarball}") == 0  # already complete
+
+
 class TestConcurrentProcesses:
     def test_each_blob_is_downloaded_once(
         self, nginx_mirror: Callable[..., NginxServer], store: Store, trusted: TrustStore

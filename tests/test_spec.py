@@ -144,3 +144,16 @@ class TestVariantSatisfies:
     )
     def test_describe(self, value: bool | tuple[str, ...], text: str) -> None:
         assert VariantRequest(name="x", value=value).describe() == text
+
+
+class TestSeveralHashes:
+    def test_each_hash_is_its_own_request(self) -> None:
+        reqs = parse_requests(["/vwaicymp67emhvtu53ght22dv5pm6y2b", "/ybmvd3uhpbh7s2m"])
+        assert [r.hash_prefix for r in reqs] == [
+            "vwaicymp67emhvtu53ght22dv5pm6y2b",
+            "ybmvd3uhpbh7s2m",
+        ]
+
+    def test_name_then_hash_is_one_request(self) -> None:
+        (req,) = parse_requests(["demo-tool", "/vwaicym"])
+        assert (req.name, req.hash_prefix) == ("demo-tool", "vwaicym")

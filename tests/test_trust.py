@@ -65,6 +65,14 @@ class TestFixtureSignatures:
         with pytest.raises(VerificationError, match="789B96D6B931B1D5"):
             trust.verify_clearsigned(V3_MANIFESTS[0].read_text(), "m")
 
+    def test_old_signature_by_an_unpublished_key_names_the_key(self, trust: TrustStore) -> None:
+        path = next((V2_MIRRORS.parent / "signed_json").glob("*.spec.json.sig"))
+        trust.trust(str(V2_KEY))
+        trust.trust(str(SPACK_V3_KEY))
+        with pytest.raises(VerificationError, match="4344E0F76500AF9D") as info:
+            trust.verify_clearsigned(path.read_text(), str(path))
+        assert path.name in str(info.value)
+
     def test_unsigned_manifest_is_refused(self, trust: TrustStore) -> None:
         trust.trust(str(SPACK_V3_KEY))
         unsigned = next((SPACK_V3_UNSIGNED / "v3" / "manifests" / "spec").glob("*/*.json"))

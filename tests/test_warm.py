@@ -320,3 +320,36 @@ class TestSharedStore:
 
             assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
         assert not list(store.rglob("*.partial"))
+
+
+class TestInstallFromLock:
+    def test_installs_the_profile_of_this_host(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        store, runner = tmp_path / "store", tmp_path / "runner"
+        trust(store)
+        trust(runner)
+        lock = tmp_path / "ci.lock"
+        m = manifest(tmp_path, server.url)
+        assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
+        root = tmp_path / "root"
+        # two profiles in the lock: without host options that match one, a usage error
+        args = ["install", "--from-lock", str(lock), "--store", str(runner), "--root", str(root)]
+        assert main([*args, "--platform", "linux", "--os", "debian12", "--target", "zen4"]) == 2
+        assert "no profile for host linux-debian12-zen4" in capsys.readouterr().err
+        server.clear_log()
+        host = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v4"]
+        assert main([*args, *host, "--quiet"]) == 0
+        index_blob = _index_blob(SPACK_V3_SIGNED)
+        assert not any(e.uri.endswith(index_blob) for e in server.requests())  # no index read
+        tools = list(root.rglob("bin/demo-tool"))
+        assert [t.parent.parent.name for t in tools] == [
+            "demo-tool-1.0.0-vwaicymp67emhvtu53ght22dv5pm6y2b"
+        ]
+        out = subprocess.run([str(tools[0])], capture_output=True, text=True, check=True).stdout
+        assert out.startswith("demo-tool 1.0.0")
+
+    def test_specs_and_lock_are_exclusive(self, tmp_path: Path, capsys: Capture) -> None:
+        assert main(["install", "zlib", "--from-lock", str(tmp_path / "l")]) == 2
+        assert "not both" in capsys.readouterr().err

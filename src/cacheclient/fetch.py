@@ -237,6 +237,7 @@ class _Fetcher:
         self.mirror_base = mirror_base
         self.downloaded = 0
         self.warnings: list[str] = []
+        self.cancelled = threading.Event()
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -324,6 +325,8 @@ class _Fetcher:
         partial = store.partial_path(checksum)
 
         def progress(done: int, total: int | None) -> None:
+            if self.cancelled.is_set():  # Ctrl-C: stop now, keep the partial file to resume
+                raise DownloadError(f"{url}: interrupted", url=url)
             self.reporter.download_progress(label, done, total)
 
         for attempt in (1, 2):
@@ -681,6 +684,7 @@ def fetch_builds(
                 except (CacheClientError, _NotHere) as exc:
                     errors[dag_hash] = exc
         except BaseException:
+            fetcher.cancelled.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     _finish_run(store, results, offline=offline)

@@ -210,8 +210,10 @@ class _Parser:
                     pos, f"hash prefix '/{prefix}' is shorter than {MIN_HASH_PREFIX} characters"
                 )
             if cur.hash_prefix is not None:
-                raise self.fail(pos, "a second hash")
-            cur.hash_prefix = prefix
+                # ``/h1 /h2``: a spec has one hash, so a second one starts the next spec.
+                self.finish(pos)
+                self.current = _Builder(start=pos)
+            self.current.hash_prefix = prefix
         else:
             name = m.group("name")
             if not cur.empty():

@@ -14,6 +14,11 @@ when the caller asks for it (a writer may be re-pushing the entry: FORMATS §10 
 (after a crash or ``kill -9``) hashes the existing prefix once and continues it with
 ``Range``/``If-Range``; when the server ignores the range (200) or the validator changed, it
 starts again from zero. The length is checked against the expected size while streaming.
+Large downloads receive, hash and write on three threads (:class:`_Sink`), so the sha256 costs
+little wall time, and memory stays bounded by two small queues.
+
+Timeouts and tries come from :class:`TransportOptions` (``CACHECLIENT_CONNECT_TIMEOUT``,
+``CACHECLIENT_READ_TIMEOUT``, ``CACHECLIENT_RETRIES`` through :func:`options_from_env`).
 """
 
 from __future__ import annotations

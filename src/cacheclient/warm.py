@@ -24,7 +24,14 @@ from cacheclient.reporter import Reporter
 from cacheclient.resolve import Resolution, no_match_message, resolve
 from cacheclient.store import Store
 
-__all__ = ["Selection", "WarmReport", "host_for_profile", "warm", "warm_from_lock"]
+__all__ = [
+    "Selection",
+    "WarmReport",
+    "check_against_lock",
+    "host_for_profile",
+    "warm",
+    "warm_from_lock",
+]
 
 
 def __dir__() -> list[str]:
@@ -292,14 +299,15 @@ def warm_from_lock(
             jobs=jobs,
             reporter=reporter,
         )
-        _check_against_lock(lock, report.fetch)
+        check_against_lock(lock, report.fetch)
     except CacheClientError as exc:
         report.error = exc
     report.seconds = time.monotonic() - started
     return report
 
 
-def _check_against_lock(lock: Lock, fetched: FetchResult) -> None:
+def check_against_lock(lock: Lock, fetched: FetchResult) -> None:
+    """Raise VerificationError when what was fetched is not what the lock names."""
     for item in fetched.items:
         locked = lock.builds[item.record.hash]
         want = {b.checksum for b in locked.blobs}

@@ -15,12 +15,15 @@ from cacheclient.cli.fetch_cmd import (
     normalise_mirror,
     resolve_and_fetch,
 )
-from cacheclient.errors import CacheClientError, UsageError
+from cacheclient.errors import CacheClientError, NoMatchError, UsageError
+from cacheclient.fetch import FetchResult, fetch_builds
 from cacheclient.install import DEFAULT_PROJECTION, default_root, format_projection
 from cacheclient.install.installdb import read_db
 from cacheclient.install.installer import InstallResult, install_fetched
+from cacheclient.lock import Lock, LockedProfile
 from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.reporter import format_bytes, make_reporter
+from cacheclient.store import Store, store_from_option
 
 __all__ = ["register", "run"]
 
@@ -35,9 +38,15 @@ def register(sub: Any) -> None:
         "build matches; 4: verification failed; 5: download failed; 6: unsafe archive; "
         "8: root or store unusable; 9: relocation impossible (root too long).",
     )
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="e.g. zlib@1.3 +shared")
+    parser.add_argument("specs", nargs="*", metavar="SPEC", help="e.g. zlib@1.3 +shared")
     add_arguments(parser)
     group = parser.add_argument_group("installation")
+    group.add_argument(
+        "--from-lock",
+        metavar="FILE",
+        help="install exactly what a `cacheclient warm --lock` file names (no index, no "
+        "resolution); with several profiles in it, the one matching the host options",
+    )
     group.add_argument(
         "--root",
         metavar="DIR",
@@ -211,14 +220,73 @@ def _print_result(result: InstallResult, unsigned: list[str]) -> None:
         print(f"{n_new} build(s) installed, {n_old} already present, in {result.root}")
 
 
+def _fetch_from_lock(
+    args: argparse.Namespace, reporter: Any
+) -> tuple[list[Any], FetchResult, Store]:
+    """Fetch, with no index and no resolution, the closure a lock names for this host."""
+    from cacheclient.cli.fetch_cmd import _jobs  # noqa: PLC0415
+    from cacheclient.host import host_from_args  # noqa: PLC0415
+    from cacheclient.warm import check_against_lock  # noqa: PLC0415
+
+    try:
+        text = Path(args.from_lock).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--from-lock {args.from_lock}: cannot read: {exc}") from None
+    lock = Lock.from_json(text, args.from_lock)
+    locked = _lock_profile(lock, args, host_from_args)
+    order: dict[str, None] = {}
+    for spec in locked.specs:
+        if spec.root is None:
+            raise NoMatchError(
+                f"{args.from_lock}: {spec.request!r} has no build for {locked.profile.label()}"
+            )
+        order.update(dict.fromkeys(spec.closure))
+    store = store_from_option(getattr(args, "store", None))
+    fetched = fetch_builds(
+        [lock.builds[h].to_record() for h in order],
+        mirrors=[m.url for m in lock.mirrors],
+        store=store,
+        trust=None,
+        allow_unsigned=bool(args.allow_unsigned),
+        unsigned_mirrors=[m.url for m in lock.mirrors if not m.signed],
+        offline=bool(args.offline),
+        jobs=_jobs(args),
+        reporter=reporter,
+    )
+    check_against_lock(lock, fetched)
+    return [], fetched, store
+
+
+def _lock_profile(lock: Lock, args: argparse.Namespace, host_from_args: Any) -> LockedProfile:
+    if len(lock.profiles) == 1:
+        return lock.profiles[0]
+    host = host_from_args(args)
+    for locked in lock.profiles:
+        p = locked.profile
+        if (p.platform, p.os, p.target) == (host.platform, host.os, host.target):
+            return locked
+    labels = ", ".join(p.profile.label() for p in lock.profiles)
+    raise UsageError(
+        f"{args.from_lock}: no profile for host {host.platform}-{host.os}-{host.target} "
+        f"(the lock has {labels}; pass --platform/--os/--target)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    if bool(args.specs) == bool(args.from_lock):
+        raise UsageError("give SPEC arguments or --from-lock FILE (not both)")
     if args.dry_run:
+        if args.from_lock:
+            raise UsageError("--dry-run does not combine with --from-lock")
         return _dry_run(args)
     root = _root(args)
     projection = _projection(args)
     format_projection(projection, _probe_record())  # reject a bad --projection before fetching
     reporter = make_reporter(json_output=bool(args.json), quiet=bool(args.quiet))
-    resolutions, fetched, store = resolve_and_fetch(args, reporter=reporter)
+    if args.from_lock:
+        resolutions, fetched, store = _fetch_from_lock(args, reporter)
+    else:
+        resolutions, fetched, store = resolve_and_fetch(args, reporter=reporter)
     try:
         externals: dict[str, BuildRecord] = {}
         for res in resolutions:

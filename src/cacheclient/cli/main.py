@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cacheclient import __version__
 from cacheclient.errors import CacheClientError
@@ -59,14 +60,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(parser, sys.argv[1:] if argv is None else argv)
 
 
+class _SingleCommand:
+    """Stands in for ``add_subparsers()`` so one command's ``register`` builds a top parser."""
+
+    def __init__(self, prog: str) -> None:
+        self.prog = prog
+        self.parser: argparse.ArgumentParser | None = None
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.pop("help", None)
+        self.parser = argparse.ArgumentParser(prog=self.prog, **kwargs)
+        self.parser.add_argument(
+            "--version", action="version", version=f"cacheclient {__version__}"
+        )
+        self.parser.add_argument("--debug", action="store_true", help="show tracebacks")
+        return self.parser
+
+
 def install_from_cache(argv: Sequence[str] | None = None) -> int:
     """``install-from-cache SPEC...``: the same as ``cacheclient install SPEC...``."""
-    parser = build_parser()
-    parser.prog = "install-from-cache"
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] in (["--version"], ["-h"], ["--help"]):
-        return _run(parser, ["install", *args[1:]] if args[0] != "--version" else args)
-    return _run(parser, ["install", *args])
+    single = _SingleCommand("install-from-cache")
+    importlib.import_module("cacheclient.cli.install_cmd").register(single)
+    if single.parser is None:  # pragma: no cover - register() always adds its parser
+        raise RuntimeError("install_cmd.register added no parser")
+    return _run(single.parser, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
