@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 
 from cacheclient.host import HostProfile
-from cacheclient.install import install, install_fetched
+from cacheclient.installation import install, install_fetched
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
 
@@ -82,7 +82,7 @@ def one_run(
     results: dict[str, list[float]],
 ) -> None:
     from cacheclient.fetch import fetch_builds
-    from cacheclient.install import load_catalog
+    from cacheclient.installation import load_catalog
     from cacheclient.resolve import resolve_or_raise
 
     out = work / f"tar{i}"

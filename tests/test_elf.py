@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cacheclient.errors import InstallError, RelocationError
-from cacheclient.install.elf import DT_RPATH, DT_RUNPATH, is_elf, parse_elf, write_string
+from cacheclient.installation.elf import DT_RPATH, DT_RUNPATH, is_elf, parse_elf, write_string
 from paths import SPACK_V3, SPACK_V3_SIGNED
 
 EXPECTED = json.loads((SPACK_V3 / "signed.expected.json").read_text())

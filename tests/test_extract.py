@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cacheclient.errors import InstallError, UnsafeArchiveError
-from cacheclient.install.extract import ExtractLimits, extract_prefix
+from cacheclient.installation.extract import ExtractLimits, extract_prefix
 from paths import SPACK_V3, SPACK_V3_SIGNED, V2_MIRRORS
 
 EXPECTED = json.loads((SPACK_V3 / "signed.expected.json").read_text())

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cacheclient.errors import UnsafeArchiveError
-from cacheclient.install.extract import ExtractLimits, extract_prefix
-from cacheclient.install.installer import LocalBuild, install_fetched
+from cacheclient.installation.extract import ExtractLimits, extract_prefix
+from cacheclient.installation.installer import LocalBuild, install_fetched
 from cacheclient.model import BlobRef, BuildRecord
 
 H = "hostile0hostile0hostile0hostile0"[:32]

@@ -13,7 +13,7 @@ import pytest
 from cacheclient.cli.main import install_from_cache, main
 from cacheclient.errors import VerificationError
 from cacheclient.host import HostProfile
-from cacheclient.install import install
+from cacheclient.installation import install
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
 from paths import SPACK_V3_KEY, SPACK_V3_SIGNED, V2_MIRRORS

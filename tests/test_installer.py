@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 from cacheclient.errors import RelocationError, UnsafeArchiveError, UsageError
-from cacheclient.install.elf import parse_elf
-from cacheclient.install.installer import (
+from cacheclient.installation.elf import parse_elf
+from cacheclient.installation.installer import (
     DEFAULT_PROJECTION,
     LocalBuild,
     format_projection,
     install_fetched,
 )
-from cacheclient.install.manifest import content_hash
+from cacheclient.installation.manifest import content_hash
 from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.reporter import Reporter
 from cacheclient.sources.specfile import read_specfile

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cacheclient.errors import RelocationError
-from cacheclient.install.buildinfo import BuildInfo
-from cacheclient.install.elf import parse_elf
-from cacheclient.install.extract import extract_prefix
-from cacheclient.install.relocate import (
+from cacheclient.installation.buildinfo import BuildInfo
+from cacheclient.installation.elf import parse_elf
+from cacheclient.installation.extract import extract_prefix
+from cacheclient.installation.relocate import (
     build_prefix_map,
     map_path,
     relocate_prefix,

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cacheclient.errors import (
     CacheClientError,
@@ -178,6 +179,9 @@ class FetchResult:
         }
 
 
+_T = TypeVar("_T")
+
+
 class _NotHere(Exception):
     """The build is not on this mirror (404 on every layout)."""
 
@@ -290,7 +294,14 @@ class _Fetcher:
         return f"{record.name}@{record.version}/{record.short_hash} {kind}"
 
     def _ensure_blob(
-        self, record: BuildRecord, kind: str, blob: BlobRef, mirror: str, relative: str
+        self,
+        record: BuildRecord,
+        kind: str,
+        blob: BlobRef,
+        mirror: str,
+        relative: str,
+        *,
+        report: bool = False,
     ) -> FetchedBlob:
         """Download *blob* (at *relative* on *mirror*) into the store unless present; verify
         length and sha256."""
@@ -298,27 +309,37 @@ class _Fetcher:
         store = self.store
         checksum = blob.checksum
         label = self._label(record, kind)
+        reporter = self.reporter if report else Reporter()
         if store.pin(checksum):
-            self.reporter.download_finished(label, True)
+            reporter.download_finished(label, True)
             return self._fetched_blob(kind, blob, mirror, present=True)
         with store.download_lock(checksum):
             if store.pin(checksum):  # another process finished it while we waited
-                self.reporter.download_finished(label, True)
+                reporter.download_finished(label, True)
                 return self._fetched_blob(kind, blob, mirror, present=True)
             partial = store.partial_path(checksum)
             size = blob.size if blob.size >= 0 else None
-            self.reporter.download_started(label, size)
-            result = self._download_verified(url, mirror, checksum, label, size)
+            reporter.download_started(label, size)
+            result = self._download_verified(
+                url, mirror, checksum, label=label, size=size, reporter=reporter
+            )
             store.commit_partial(partial, checksum)
             with self._lock:
                 self.downloaded += result.size - result.resumed_from
             if not store.pin(checksum):
                 raise StoreError(f"{store.blob_path(checksum)}: vanished right after download")
-        self.reporter.download_finished(label, False)
+        reporter.download_finished(label, False)
         return self._fetched_blob(kind, blob, mirror, present=False)
 
     def _download_verified(
-        self, url: str, mirror: str, checksum: str, label: str, size: int | None
+        self,
+        url: str,
+        mirror: str,
+        checksum: str,
+        *,
+        label: str,
+        size: int | None,
+        reporter: Reporter,
     ) -> DownloadResult:
         """Stream *url* into the blob's partial file; its sha256 must be *checksum*."""
         store = self.store
@@ -327,7 +348,7 @@ class _Fetcher:
         def progress(done: int, total: int | None) -> None:
             if self.cancelled.is_set():  # Ctrl-C: stop now, keep the partial file to resume
                 raise DownloadError(f"{url}: interrupted", url=url)
-            self.reporter.download_progress(label, done, total)
+            reporter.download_progress(label, done, total)
 
         for attempt in (1, 2):
             try:
@@ -405,8 +426,6 @@ class _Fetcher:
             if spec.tarball_sha256 != build.tarball.checksum:
                 return None
         self._check_root(spec, record, where, build.mirror)
-        for kind in ("spec", "tarball"):
-            self.reporter.download_finished(self._label(record, kind), True)
         blobs = (
             self._fetched_blob("spec", build.spec_blob, build.mirror, present=True),
             self._fetched_blob("tarball", build.tarball, build.mirror, present=True),
@@ -436,8 +455,50 @@ class _Fetcher:
         ]
         return f"{label} ({', '.join(missing) or 'metadata does not verify'})"
 
-    # -- one build ---------------------------------------------------------------------------
-    def fetch(self, record: BuildRecord) -> FetchedBuild:
+    # -- one build, in two phases --------------------------------------------------------------
+    def _over_mirrors(
+        self,
+        record: BuildRecord,
+        attempt: Callable[[str], _T],
+        *,
+        skip: Collection[str] = (),
+        errors: list[CacheClientError] | None = None,
+    ) -> _T:
+        """Run *attempt* on each usable mirror in order until one succeeds."""
+        errors = [] if errors is None else errors
+        tried: list[str] = []
+        for mirror in self._order(record):
+            if mirror in skip:
+                continue
+            if not self.health.usable(mirror):
+                self.reporter.candidate_rejected(mirror, "skipped after repeated failures")
+                continue
+            tried.append(mirror)
+            try:
+                return attempt(mirror)
+            except _NotHere:
+                self.reporter.candidate_rejected(
+                    f"{mirror} for {record.name}/{record.short_hash}", "not on this mirror"
+                )
+            except CacheClientError as exc:
+                if isinstance(exc, StoreError):
+                    raise
+                self.health.failed(mirror)
+                errors.append(exc)
+                self.reporter.candidate_rejected(mirror, str(exc))
+        if errors:
+            raise min(errors, key=_severity)
+        label = f"{record.name}@{record.version}/{record.hash}"
+        if not tried and not skip:
+            raise DownloadError(
+                f"{label}: every mirror was skipped after repeated failures "
+                f"({', '.join(self._order(record)) or 'no mirror given'})"
+            )
+        where = ", ".join([*skip, *tried])
+        raise DownloadError(f"{label}: not found on any mirror ({where})")
+
+    def plan(self, record: BuildRecord) -> FetchedBuild | _Plan:
+        """Phase 1: the build from the store, or its verified metadata from a mirror."""
         try:
             hit = self.from_store(record)
         except (VerificationError, MetadataError):
@@ -448,50 +509,42 @@ class _Fetcher:
             return hit
         if self.offline:
             raise _NotHere(self.missing_in_store(record))
-        errors: list[CacheClientError] = []
-        tried: list[str] = []
-        for mirror in self._order(record):
-            if not self.health.usable(mirror):
-                self.reporter.candidate_rejected(mirror, "skipped after repeated failures")
-                continue
-            tried.append(mirror)
-            try:
-                return self._from_mirror(record, mirror)
-            except _NotHere:
-                self.reporter.candidate_rejected(
-                    f"{mirror} for {record.name}/{record.short_hash}", "not on this mirror"
-                )
-                continue
-            except CacheClientError as exc:
-                if isinstance(exc, StoreError):
-                    raise
-                self.health.failed(mirror)
-                errors.append(exc)
-                self.reporter.candidate_rejected(mirror, str(exc))
-                continue
-        if errors:
-            worst = min(errors, key=_severity)
-            raise worst
-        label = f"{record.name}@{record.version}/{record.hash}"
-        if not tried:
-            raise DownloadError(
-                f"{label}: every mirror was skipped after repeated failures "
-                f"({', '.join(self._order(record)) or 'no mirror given'})"
-            )
-        raise DownloadError(f"{label}: not found on any mirror ({', '.join(tried)})")
+        return self._over_mirrors(record, lambda mirror: self._plan_on(record, mirror))
 
-    def _from_mirror(self, record: BuildRecord, mirror: str) -> FetchedBuild:
-        layouts = self._layouts(mirror)
-        for layout in layouts:
+    def complete(self, item: FetchedBuild | _Plan) -> FetchedBuild:
+        """Phase 2: the tarball; when its mirror fails now, the whole build from another."""
+        if isinstance(item, FetchedBuild):
+            self.reporter.download_finished(self._label(item.record, "tarball"), True)
+            return item
+        try:
+            return self._complete(item)
+        except _NotHere:
+            errors: list[CacheClientError] = []
+        except CacheClientError as exc:
+            if isinstance(exc, StoreError):
+                raise
+            self.health.failed(item.mirror)
+            self.reporter.candidate_rejected(item.mirror, str(exc))
+            errors = [exc]
+        record = item.record
+        return self._over_mirrors(
+            record,
+            lambda mirror: self._complete(self._plan_on(record, mirror)),
+            skip={item.mirror},
+            errors=errors,
+        )
+
+    def _plan_on(self, record: BuildRecord, mirror: str) -> _Plan:
+        for layout in self._layouts(mirror):
             try:
                 if layout == 3:
-                    return self._fetch_v3(record, mirror)
-                return self._fetch_v2(record, mirror)
+                    return self._plan_v3(record, mirror)
+                return self._plan_v2(record, mirror)
             except _NotHere:
                 continue
         raise _NotHere(mirror)
 
-    def _fetch_v3(self, record: BuildRecord, mirror: str) -> FetchedBuild:
+    def _plan_v3(self, record: BuildRecord, mirror: str) -> _Plan:
         relative = record.manifest_path or spec_manifest_path(
             record.name, record.version, record.hash
         )
@@ -511,35 +564,20 @@ class _Fetcher:
         except OSError as exc:
             raise StoreError(f"{spec_blob.path}: cannot read: {exc.strerror}") from None
         self._check_root(spec, record, url, mirror)
-        tar_blob = self._ensure_blob(record, "tarball", tarball, mirror, tarball.path)
-        self.store.write_file(relative, raw)
-        self.store.save_build(
-            StoredBuild(
-                hash=record.hash,
-                name=record.name,
-                version=record.version,
-                layout=3,
-                metadata_path=relative,
-                tarball=tarball,
-                spec_blob=spec_ref,
-                mirror=mirror,
-                signer=signer,
-            )
-        )
-        return FetchedBuild(
+        return _Plan(
             record=record,
-            spec=spec,
-            tarball_path=tar_blob.path,
-            tarball=tarball,
-            manifest_path=self.store.root / relative,
             mirror=mirror,
-            signer=signer,
-            already_present=spec_blob.already_present and tar_blob.already_present,
             layout=3,
-            blobs=(spec_blob, tar_blob),
+            relative=relative,
+            raw=raw,
+            signer=signer,
+            spec=spec,
+            spec_blob=spec_blob,
+            tarball=tarball,
+            tarball_rel=tarball.path,
         )
 
-    def _fetch_v2(self, record: BuildRecord, mirror: str) -> FetchedBuild:
+    def _plan_v2(self, record: BuildRecord, mirror: str) -> _Plan:
         try:
             signed_rel, plain_rel = v2_specfile_paths(record)
             tarball_rel = v2_tarball_path(record)
@@ -572,58 +610,124 @@ class _Fetcher:
             text = decode_text(raw, url)
             if is_clearsigned(text):
                 spec_json = split_clearsigned(text, url).payload.encode("utf-8")
-        spec_digest = self.store.put_blob(spec_json)
+        spec_digest = hashlib.sha256(spec_json).hexdigest()
+        present = self.store.has_blob(spec_digest)
+        self.store.put_blob(spec_json, checksum=spec_digest)
+        self.store.pin(spec_digest)
         spec_ref = BlobRef(
             media_type=f"application/vnd.spack.spec.v{spec.format_version}+json",
             checksum=spec_digest,
             size=len(spec_json),
         )
-        self.store.pin(spec_digest)
-        tarball = BlobRef(media_type=V2_TARBALL_MEDIA_TYPE, checksum=spec.tarball_sha256, size=-1)
-        tar_blob = self._ensure_blob(record, "tarball", tarball, mirror, tarball_rel)
-        size = tar_blob.path.stat().st_size
-        tarball = BlobRef(
-            media_type=V2_TARBALL_MEDIA_TYPE,
-            checksum=spec.tarball_sha256,
-            size=size,
-            compression="gzip",
-        )
-        tar_blob = FetchedBlob(
-            kind="tarball",
-            ref=tarball,
-            path=tar_blob.path,
+        return _Plan(
+            record=record,
             mirror=mirror,
-            already_present=tar_blob.already_present,
+            layout=2,
+            relative=relative,
+            raw=raw,
+            signer=signer,
+            spec=spec,
+            spec_blob=self._fetched_blob("spec", spec_ref, mirror, present=present),
+            tarball=BlobRef(
+                media_type=V2_TARBALL_MEDIA_TYPE, checksum=spec.tarball_sha256, size=-1
+            ),
+            tarball_rel=tarball_rel,
         )
-        self.store.write_file(relative, raw)
-        self.store.link_alias(tarball.checksum, tarball_rel)
+
+    def _complete(self, plan: _Plan) -> FetchedBuild:
+        record, mirror = plan.record, plan.mirror
+        tar_blob = self._ensure_blob(
+            record, "tarball", plan.tarball, mirror, plan.tarball_rel, report=True
+        )
+        tarball = plan.tarball
+        if tarball.size < 0:  # v2: the size is known once the verified file is here
+            tarball = BlobRef(
+                media_type=tarball.media_type,
+                checksum=tarball.checksum,
+                size=tar_blob.path.stat().st_size,
+                compression="gzip",
+            )
+            tar_blob = FetchedBlob(
+                kind="tarball",
+                ref=tarball,
+                path=tar_blob.path,
+                mirror=mirror,
+                already_present=tar_blob.already_present,
+            )
+        self.store.write_file(plan.relative, plan.raw)
+        alias = None
+        if plan.layout == 2:
+            alias = plan.tarball_rel
+            self.store.link_alias(tarball.checksum, alias)
         self.store.save_build(
             StoredBuild(
                 hash=record.hash,
                 name=record.name,
                 version=record.version,
-                layout=2,
-                metadata_path=relative,
+                layout=plan.layout,
+                metadata_path=plan.relative,
                 tarball=tarball,
-                spec_blob=spec_ref,
+                spec_blob=plan.spec_blob.ref,
                 mirror=mirror,
-                signer=signer,
-                tarball_alias=tarball_rel,
+                signer=plan.signer,
+                tarball_alias=alias,
             )
         )
-        spec_fetched = self._fetched_blob("spec", spec_ref, mirror, present=False)
         return FetchedBuild(
             record=record,
-            spec=spec,
+            spec=plan.spec,
             tarball_path=tar_blob.path,
             tarball=tarball,
-            manifest_path=self.store.root / relative,
+            manifest_path=self.store.root / plan.relative,
             mirror=mirror,
-            signer=signer,
-            already_present=False,
-            layout=2,
-            blobs=(spec_fetched, tar_blob),
+            signer=plan.signer,
+            already_present=plan.spec_blob.already_present and tar_blob.already_present,
+            layout=plan.layout,
+            blobs=(plan.spec_blob, tar_blob),
         )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Plan:
+    """A build whose metadata verified on one mirror; only its tarball is still to come."""
+
+    record: BuildRecord
+    mirror: str
+    layout: int
+    relative: str
+    """The metadata file (v3 manifest or v2 spec file) relative to the mirror and the store."""
+    raw: bytes
+    """The metadata exactly as fetched (stored byte-for-byte so its signature still verifies)."""
+    signer: str | None
+    spec: SpecFile
+    spec_blob: FetchedBlob
+    tarball: BlobRef
+    """The tarball's record (``size`` is -1 for v2, whose spec files do not give it)."""
+    tarball_rel: str
+
+
+def _run_all(
+    fetcher: _Fetcher, work: Callable[[Any], FetchedBuild | _Plan], items: dict[str, Any], jobs: int
+) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Run *work* over *items* on a pool; results and errors by hash. Ctrl-C stops downloads."""
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    if not items:
+        return results, errors
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(work, item): h for h, item in items.items()}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                dag_hash = futures[future]
+                try:
+                    results[dag_hash] = future.result()
+                except (CacheClientError, _NotHere) as exc:
+                    errors[dag_hash] = exc
+        except BaseException:
+            fetcher.cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return results, errors
 
 
 def fetch_builds(
@@ -642,6 +746,9 @@ def fetch_builds(
     mirror_base: str | None = None,
 ) -> FetchResult:
     """Fetch and verify *records* (e.g. a runtime closure) into *store*.
+
+    Phase 1 verifies every build's metadata (and fetches its small spec blob); phase 2 downloads
+    the tarballs, so the reporter learns the job's total size before the large transfers start.
 
     :param mirrors: mirror URLs tried after those each record's ``stacks`` name.
     :param trust: the trusted keys (default: the store's own trust directory).
@@ -670,23 +777,15 @@ def fetch_builds(
         failure_limit=failure_limit,
         mirror_base=mirror_base,
     )
-    total_bytes = sum(b.size for r in unique.values() for b in r.blobs if b.size > 0)
-    reporter.starting(2 * len(unique), total_bytes)
-    results: dict[str, FetchedBuild] = {}
-    errors: dict[str, BaseException] = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(fetcher.fetch, rec): h for h, rec in unique.items()}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                dag_hash = futures[future]
-                try:
-                    results[dag_hash] = future.result()
-                except (CacheClientError, _NotHere) as exc:
-                    errors[dag_hash] = exc
-        except BaseException:
-            fetcher.cancelled.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    plans, errors = _run_all(fetcher, fetcher.plan, dict(unique), jobs)
+    to_download = [
+        p.tarball.size
+        for p in plans.values()
+        if isinstance(p, _Plan) and p.tarball.size > 0 and not store.has_blob(p.tarball.checksum)
+    ]
+    reporter.starting(len(plans), sum(to_download))
+    results, late = _run_all(fetcher, fetcher.complete, plans, jobs)
+    errors.update(late)
     _finish_run(store, results, offline=offline)
     if errors:
         _raise_errors(unique, errors, store)

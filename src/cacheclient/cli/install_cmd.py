@@ -17,9 +17,9 @@ from cacheclient.cli.fetch_cmd import (
 )
 from cacheclient.errors import CacheClientError, NoMatchError, UsageError
 from cacheclient.fetch import FetchResult, fetch_builds
-from cacheclient.install import DEFAULT_PROJECTION, default_root, format_projection
-from cacheclient.install.installdb import read_db
-from cacheclient.install.installer import InstallResult, install_fetched
+from cacheclient.installation import DEFAULT_PROJECTION, default_root, format_projection
+from cacheclient.installation.installdb import read_db
+from cacheclient.installation.installer import InstallResult, install_fetched
 from cacheclient.lock import Lock, LockedProfile
 from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.reporter import format_bytes, make_reporter

@@ -3,7 +3,7 @@
 The one call most programs need is :func:`install`: resolve *specs* for a host, fetch and
 verify their runtime closures into the store, and install them (relocated) under *root*::
 
-    from cacheclient.install import install
+    from cacheclient.installation import install
     result = install(["zlib@1.3"], mirrors=["https://mirror.example/cache"], root=Path("/opt/sw"))
     for build in result.builds:
         print(build.status, build.prefix)
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from cacheclient.errors import MetadataError, UsageError
-from cacheclient.install.installer import (
+from cacheclient.installation.installer import (
     DEFAULT_PROJECTION,
     ExternalCheck,
     FetchedLike,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from cacheclient.errors import InstallError, UnsafeArchiveError
-from cacheclient.install.buildinfo import BuildInfo, parse_buildinfo
+from cacheclient.installation.buildinfo import BuildInfo, parse_buildinfo
 
 __all__ = [
     "DEFAULT_LIMITS",

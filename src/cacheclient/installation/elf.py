@@ -5,7 +5,7 @@ program headers (``PT_LOAD`` to map addresses to file offsets, ``PT_INTERP``,
 ``PT_DYNAMIC``), the dynamic section and the strings it points to in the dynamic string
 table. Strings are rewritten *in place* when the new value is not longer than the old one
 (the rest is filled with NUL bytes); growing a string needs ``patchelf``
-(see :mod:`cacheclient.install.relocate`).
+(see :mod:`cacheclient.installation.relocate`).
 """
 
 from __future__ import annotations

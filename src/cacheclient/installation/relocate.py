@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cacheclient.errors import RelocationError
-from cacheclient.install.buildinfo import BuildInfo
-from cacheclient.install.elf import DT_RPATH, ElfString, parse_elf, write_string
-from cacheclient.install.extract import ExtractedPrefix
-from cacheclient.install.sbang import uses_sbang
+from cacheclient.installation.buildinfo import BuildInfo
+from cacheclient.installation.elf import DT_RPATH, ElfString, parse_elf, write_string
+from cacheclient.installation.extract import ExtractedPrefix
+from cacheclient.installation.sbang import uses_sbang
 
 __all__ = [
     "PrefixMap",
