@@ -91,8 +91,11 @@ def _node(
     }
 
 
-def generate(records: int, seed: int) -> dict[str, Any]:
-    """A Database v8 document with *records* records (deterministic for a *seed*)."""
+def generate(records: int, seed: int, holes: float = 0.03) -> dict[str, Any]:
+    """A Database v8 document with *records* records (deterministic for a *seed*).
+
+    A fraction *holes* of the records are dependency-only (``in_buildcache: false``), as in
+    real indexes that also list build dependencies without binaries."""
     rng = random.Random(seed)
     names = [f"pkg-{i:04d}" for i in range(max(1, records // 20))] + ["py-pyproject-hooks"]
     installs: dict[str, Any] = {}
@@ -127,7 +130,7 @@ def generate(records: int, seed: int) -> dict[str, Any]:
         installs[h] = {
             "spec": _node(rng, name, version, h, deps),
             "ref_count": rng.randint(0, 5),
-            "in_buildcache": rng.random() < 0.97,
+            "in_buildcache": rng.random() >= holes,
         }
         hashes.append(h)
     return {"database": {"version": "8", "installs": installs}}
@@ -138,8 +141,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--records", type=int, default=60_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--holes", type=float, default=0.03, help="dependency-only fraction")
     args = parser.parse_args()
-    doc = generate(args.records, args.seed)
+    doc = generate(args.records, args.seed, args.holes)
     args.out.write_text(json.dumps(doc, separators=(",", ":")))
     size = args.out.stat().st_size
     print(

@@ -287,6 +287,8 @@ class TestChecksums:
         result = fetch(records, [bad.url, good.url], store, jobs=1, reporter=events)
         assert {i.mirror for i in result.items} == {good.url}
         assert any("mismatch" in reason for _, reason in events.rejected)
+        assert result.warnings
+        assert all(f"came from {good.url} after" in w for w in result.warnings)
 
 
 class TestMirrors:

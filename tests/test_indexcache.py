@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -126,3 +129,64 @@ class TestOfflineAndLocal:
         catalog = open_mirror(str(SPACK_V3_SIGNED), store=store)
         assert len(catalog) == 18
         assert not store.indices_dir.exists()
+
+
+_OPEN = """
+import sys
+from pathlib import Path
+from cacheclient.indexcache import open_mirror
+from cacheclient.store import Store
+print(len(open_mirror(sys.argv[1], store=Store(Path(sys.argv[2])))))
+"""
+
+
+class TestConcurrentRefresh:
+    def test_cold_cache_is_filled_once(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN, server.url, str(store.root)], stdout=subprocess.PIPE
+            )
+            for _ in range(5)
+        ]
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [o.strip() for o in outputs] == [b"18"] * 5
+        blobs = [e for e in server.requests() if e.uri.startswith("/blobs/")]
+        assert len(blobs) == 1
+
+
+class TestStoredIndex:
+    def test_large_index_is_kept_parsed_on_disk_and_gives_the_same_records(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from cacheclient import indexcache
+        from cacheclient.store import Store
+
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        plain = indexcache.open_mirror(server.url, store=Store(tmp_path / "plain"))
+        monkeypatch.setattr(indexcache, "STORED_INDEX_ABOVE", 0)
+        store = Store(tmp_path / "s")
+        first = indexcache.open_mirror(server.url, store=store)
+        stored = list(store.root.rglob("*.sqlite"))
+        assert len(stored) == 1
+        assert (
+            stored[0].stem
+            == json.loads((SPACK_V3_SIGNED / "v3/manifests/index/index.manifest.json").read_text())[
+                "data"
+            ][0]["checksum"]
+        )
+        again = indexcache.open_mirror(server.url, store=store)  # within the TTL: no request
+        for catalog in (first, again):
+            assert len(catalog) == len(plain) == 18
+            assert catalog.names() == plain.names()
+            for record in plain:
+                got = catalog.get(record.hash)
+                assert got is not None
+                assert dataclasses.replace(got, source=None) == dataclasses.replace(
+                    record, source=None
+                )

@@ -41,16 +41,24 @@ def warm(tmp_path: Path) -> Path:
     return root
 
 
+def privileged(*command: str) -> list[str]:
+    """*command* as root: directly when we are root (CI containers), else through ``sudo -n``."""
+    return list(command) if os.geteuid() == 0 else ["sudo", "-n", *command]
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs (the tests run as root in CI, which can mount one)."""
+    """A 256 KiB tmpfs (mode 1777, so a non-root test user can write to it)."""
     mount = tmp_path / "tmpfs"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    subprocess.run(
+        privileged("mount", "-t", "tmpfs", "-o", "size=256k,mode=1777", "tmpfs", str(mount)),
+        check=True,
+    )
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        subprocess.run(privileged("umount", "-l", str(mount)), check=False)
 
 
 def leftovers(root: Path) -> list[str]:
@@ -90,7 +98,7 @@ class TestAtomicWrites:
         assert [c for c, _ in store.iter_blobs()] == [digest]
 
     def test_read_only_store_is_a_store_error(self, tmpfs: Path) -> None:
-        subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+        subprocess.run(privileged("mount", "-o", "remount,ro", str(tmpfs)), check=True)
         store = Store(tmpfs / "store")
         with pytest.raises(StoreError, match=r"store.*read-only"):
             store.ensure()
@@ -102,7 +110,7 @@ class TestAtomicWrites:
             catalog = open_catalog(str(SPACK_V3_SIGNED), local_reader(SPACK_V3_SIGNED))
             records = [r for r in catalog if r.name == "demo-zlib"]
             fetch_builds(records, mirrors=[], store=store, trust=None)
-        subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+        subprocess.run(privileged("mount", "-o", "remount,ro", str(tmpfs)), check=True)
         with Store(tmpfs / "store") as store:
             for offline in (True, False):
                 result = fetch_builds(records, mirrors=[], store=store, trust=None, offline=offline)

@@ -317,6 +317,33 @@ class TestDownload:
         assert ranges[-1] != "bytes=0-"
         assert result.resumed_from > 0
 
+    def test_downloads_that_keep_advancing_get_extra_tries(
+        self, fault_server: Callable[..., FaultServer], payload: Path, tmp_path: Path
+    ) -> None:
+        server = fault_server(payload.parent.parent)
+        server.inject(Fault(kind="reset", path="/blobs/big", after_bytes=CHUNK_SIZE + 10))
+        transport = HttpTransport(TransportOptions(attempts=2, sleep=lambda s: None))
+        try:
+            result = transport.download(
+                f"{server.url}/blobs/big", tmp_path / "p", expected_size=payload.stat().st_size
+            )
+        finally:
+            transport.close()
+        assert result is not None
+        assert result.sha256 == _sha(payload)
+        assert len(server.requests()) == 3  # more than `attempts`: each try stored > 1 MiB
+
+    def test_a_server_failing_half_way_still_fails(
+        self, fault_server: Callable[..., FaultServer], http: HttpTransport, tmp_path: Path
+    ) -> None:
+        (tmp_path / "m").mkdir()
+        (tmp_path / "m" / "small").write_bytes(b"x" * 4000)
+        server = fault_server(tmp_path / "m")
+        server.inject(Fault(kind="reset", path="/small"))
+        with pytest.raises(DownloadError, match=r"interrupted|ended after|connection"):
+            http.download(f"{server.url}/small", tmp_path / "p", expected_size=4000)
+        assert len(server.requests()) <= 4 + 2  # a few halvings earn extra tries, not many
+
     def test_stalled_body_times_out_and_resumes(
         self,
         fault_server: Callable[..., FaultServer],
@@ -469,7 +496,11 @@ class TestDiskFull:
     ) -> None:
         mount = tmp_path / "small"
         mount.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]  # CI runs as root or with sudo
+        options = "size=1m,mode=1777"
+        subprocess.run(
+            [*sudo, "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True
+        )
         try:
             server = nginx_mirror(payload.parent.parent)
             transport = HttpTransport(TransportOptions(sleep=lambda s: None))
@@ -479,4 +510,4 @@ class TestDiskFull:
                 )
             transport.close()
         finally:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
+            subprocess.run([*sudo, "umount", "-l", str(mount)], check=False)

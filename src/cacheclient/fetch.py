@@ -11,6 +11,10 @@ layouts it has (v3, then v2):
 * v2: GET ``.spec.json.sig`` (``.spec.json`` only when unsigned is allowed), verify, parse, and
   download the ``.spack`` tarball checking ``binary_cache_checksum``.
 
+The work runs in two parallel phases: first every build's metadata (signature, manifest, spec
+blob, root hash), then the tarballs, so the progress display knows the job's total size. If a
+tarball then fails on its mirror, the whole build is retried on the next one.
+
 A mirror whose failures reach ``failure_limit`` is skipped for the rest of the run, and a failing
 mirror never fails a build another mirror can serve. The first verification failure is raised
 (exit 4) only when no mirror could provide a good copy. Nothing unverified is left in the store.
@@ -274,9 +278,9 @@ class _Fetcher:
         has_v2 = transport.get(join_url(mirror, INDEX_V2_HASH)) is not None
         # Without a v3 index, v2 files are probed per build even when index.json.hash is
         # missing (downloading a large index.json only to detect the layout would be waste).
-        layouts: tuple[int, ...] = (3, 2) if has_v3 and has_v2 else (3,) if has_v3 else (3, 2)
-        if not has_v3 and has_v2:
-            layouts = (2,)
+        layouts = {(True, True): (3, 2), (True, False): (3,), (False, True): (2,)}.get(
+            (has_v3, has_v2), (3, 2)
+        )
         with self.health.lock:
             self.health.layouts[mirror] = layouts
         return layouts
@@ -475,7 +479,7 @@ class _Fetcher:
                 continue
             tried.append(mirror)
             try:
-                return attempt(mirror)
+                result = attempt(mirror)
             except _NotHere:
                 self.reporter.candidate_rejected(
                     f"{mirror} for {record.name}/{record.short_hash}", "not on this mirror"
@@ -486,6 +490,13 @@ class _Fetcher:
                 self.health.failed(mirror)
                 errors.append(exc)
                 self.reporter.candidate_rejected(mirror, str(exc))
+            else:
+                if errors:
+                    self._warn(
+                        f"{record.name}@{record.version}/{record.short_hash}: came from {mirror} "
+                        f"after {len(errors)} failure(s) elsewhere (first: {errors[0]})"
+                    )
+                return result
         if errors:
             raise min(errors, key=_severity)
         label = f"{record.name}@{record.version}/{record.hash}"
@@ -552,8 +563,18 @@ class _Fetcher:
         raw = self._transport(url).read(url, retry_not_found=True)
         if raw is None:
             raise _NotHere(url)
-        payload, signer = self._verify(raw, url, mirror)
-        manifest = parse_manifest(payload, url)
+        try:
+            payload, signer = self._verify(raw, url, mirror)
+            manifest = parse_manifest(payload, url)
+        except (VerificationError, MetadataError):
+            # Read it once more: a body without Content-Length cut short looks complete, and
+            # a mirror may be caught mid-push. A second identical copy fails the same way.
+            again = self._transport(url).read(url)
+            if again is None or again == raw:
+                raise
+            raw = again
+            payload, signer = self._verify(raw, url, mirror)
+            manifest = parse_manifest(payload, url)
         tarball, spec_ref = manifest.tarball, manifest.spec_blob
         if tarball is None or spec_ref is None:
             missing = "tarball" if tarball is None else "spec"

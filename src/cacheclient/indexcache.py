@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +75,8 @@ class _Cache:
     def __init__(self, store: Store, url: str) -> None:
         self.store = store
         self.url = url
-        key = hashlib.sha256(url.encode()).hexdigest()[:20]
-        self.relative = f".cacheclient/indices/{key}"
+        self.key = hashlib.sha256(url.encode()).hexdigest()[:20]
+        self.relative = f".cacheclient/indices/{self.key}"
 
     @property
     def folder(self) -> Path:
@@ -102,6 +104,12 @@ class _Cache:
         except OSError:
             return None
 
+    def index_size(self) -> int | None:
+        try:
+            return (self.folder / "index.json").stat().st_size
+        except OSError:
+            return None
+
     def save(self, state: IndexState, index: bytes | None) -> None:
         """Best effort: a read-only store still works, it just cannot cache."""
         with contextlib.suppress(StoreError):
@@ -109,6 +117,60 @@ class _Cache:
                 self.store.write_file(f"{self.relative}/index.json", index)
             meta = json.dumps(state.to_dict(), indent=1).encode()
             self.store.write_file(f"{self.relative}/meta.json", meta)
+
+
+STORED_INDEX_ABOVE = 8 * 1024 * 1024
+"""Indexes larger than this (bytes) are kept parsed on disk (:mod:`cacheclient.indexstore`),
+keyed by the index checksum: the first read of a new index writes it once, later commands open
+it in milliseconds and build only the records they touch instead of parsing the whole JSON."""
+
+
+def _stored(
+    url: str, cache: _Cache, state: IndexState, data: Callable[[], bytes], source: str
+) -> Catalog:
+    """The catalog from the on-disk index store for *state*'s checksum (built on first use)."""
+    from cacheclient.indexstore import open_index_store  # noqa: PLC0415
+
+    stored = open_index_store(
+        cache.folder,
+        state.index_hash,
+        source=source,
+        data=data,
+        stacks=(url,),
+        manifest_path_for=spec_manifest_path if state.layout == 3 else None,
+    )
+    for old in cache.folder.glob("*.sqlite"):  # stores of indexes that have been replaced
+        if old.name != f"{state.index_hash}.sqlite":
+            old.unlink(missing_ok=True)
+    catalog = Catalog.lazy(source=url, by_name=stored.hashes_by_name(), build=stored.get)
+    catalog.source = url
+    return catalog
+
+
+def _catalog(
+    url: str, cache: _Cache, state: IndexState, data: bytes | None, source: str
+) -> Catalog | None:
+    """The mirror's catalog from *data*, or from the cached index when *data* is None
+    (None when there is no cached index)."""
+
+    def load() -> bytes:
+        body = data if data is not None else cache.index_bytes()
+        if body is None:
+            raise StoreError(f"{cache.folder}: the cached index vanished")
+        return body
+
+    size = len(data) if data is not None else cache.index_size()
+    if size is None:
+        return None
+    if size > STORED_INDEX_ABOVE and len(state.index_hash) == 64:
+        # A read-only or full store cannot keep it: parse instead.
+        with contextlib.suppress(StoreError, OSError, sqlite3.Error):
+            return _stored(url, cache, state, load, source)
+    try:
+        body = load()
+    except StoreError:
+        return None
+    return _parse(url, state.layout, body, source)
 
 
 def _parse(url: str, layout: int, data: bytes, source: str) -> Catalog:
@@ -134,7 +196,15 @@ def _refresh_v3(
         return IndexState(
             url=url, layout=3, index_hash=old.index_hash, etag=fetched.etag, checked_at=now
         ), None
-    manifest = parse_manifest(fetched.body, manifest_url)
+    try:
+        manifest = parse_manifest(fetched.body, manifest_url)
+    except MetadataError:
+        # Once more: a body without Content-Length cut short looks complete.
+        again = transport.get(manifest_url)
+        if again is None or again.body == fetched.body:
+            raise
+        fetched = again
+        manifest = parse_manifest(fetched.body, manifest_url)
     blob = manifest.index_blob
     if blob is None:
         raise MetadataError(manifest_url, "data", "no application/vnd.spack.db.* record")
@@ -148,6 +218,9 @@ def _refresh_v3(
     if data is None:
         raise MetadataError(blob_url, "", "index blob listed in the manifest does not exist")
     actual = hashlib.sha256(data).hexdigest()
+    if len(data) != blob.size or actual != blob.checksum:  # cut short? once more
+        data = transport.read(blob_url, retry_not_found=True) or b""
+        actual = hashlib.sha256(data).hexdigest()
     if len(data) != blob.size or actual != blob.checksum:
         raise VerificationError(
             f"{blob_url}: index blob does not match its manifest "
@@ -218,16 +291,28 @@ def open_mirror(
     store = store or Store()
     cache = _Cache(store, url)
     old = cache.state()
-    now = time.time()
-    if old is not None and (offline or 0 <= now - old.checked_at < ttl):
-        data = cache.index_bytes()
-        if data is not None:
-            return _parse(url, old.layout, data, f"{url} (cached index)")
+    if old is not None and (offline or 0 <= time.time() - old.checked_at < ttl):
+        cached = _catalog(url, cache, old, None, f"{url} (cached index)")
+        if cached is not None:
+            return cached
     if offline:
         raise DownloadError(
             f"{url}: offline and no cached index in {store.root} (run once without --offline)",
             url=url,
         )
+    # One process refreshes a mirror's index at a time; the others then find it fresh.
+    with store.named_lock(f"index-{cache.key}"):
+        old = cache.state()
+        if old is not None and 0 <= time.time() - old.checked_at < ttl:
+            cached = _catalog(url, cache, old, None, f"{url} (cached index)")
+            if cached is not None:
+                return cached
+        return _refresh(url, cache, old, options)
+
+
+def _refresh(
+    url: str, cache: _Cache, old: IndexState | None, options: TransportOptions | None
+) -> Catalog:
     transport = transport_for(url, options)
     # The layout seen last time is asked first, so an unchanged v2 index costs one request.
     if old is not None and old.layout == 2:
@@ -249,6 +334,8 @@ def open_mirror(
         state, data = again[0], again[1]
         changed = True
     source = join_url(url, INDEX_V3 if state.layout == 3 else INDEX_V2)
-    catalog = _parse(url, state.layout, data, source)
+    catalog = _catalog(url, cache, state, data, source)
+    if catalog is None:  # pragma: no cover - data is given, so a catalog is always built
+        raise DownloadError(f"{url}: the index could not be read", url=url)
     cache.save(state, data if changed else None)
     return catalog

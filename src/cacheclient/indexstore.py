@@ -23,7 +23,7 @@ from typing import Any
 
 from cacheclient.errors import MetadataError, StoreError
 from cacheclient.model import BuildRecord
-from cacheclient.sources.database import load_json, record_from_node
+from cacheclient.sources.database import check_db_version, load_json, record_from_node
 
 __all__ = ["StoredCatalog", "build_index_store", "index_checksum", "open_index_store"]
 
@@ -47,7 +47,10 @@ def index_checksum(data: bytes) -> str:
 
 def _rows(obj: Any, source: str) -> Iterator[tuple[str, str, int, str]]:
     db = obj.get("database") if isinstance(obj, dict) else None
-    installs = db.get("installs") if isinstance(db, dict) else None
+    if not isinstance(db, dict):
+        raise MetadataError(source, "database", "expected an object")
+    check_db_version(db, source)  # an unknown DB version is refused here too, never guessed
+    installs = db.get("installs")
     if not isinstance(installs, dict):
         raise MetadataError(source, "database.installs", "expected an object")
     dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -173,6 +176,13 @@ class StoredCatalog:
             "SELECT hash FROM records WHERE hash >= ? AND hash < ?", (prefix, prefix + "\x7f")
         ).fetchall()
         return self._records([r[0] for r in rows])
+
+    def hashes_by_name(self) -> dict[str, list[str]]:
+        """``name -> [hash, ...]`` for every record, without building any record."""
+        out: dict[str, list[str]] = {}
+        for name, dag_hash in self._conn.execute("SELECT name, hash FROM records ORDER BY hash"):
+            out.setdefault(name, []).append(dag_hash)
+        return out
 
     def names(self) -> list[str]:
         rows = self._conn.execute("SELECT DISTINCT name FROM records ORDER BY name").fetchall()

@@ -134,6 +134,8 @@ class Lock:
         except json.JSONDecodeError as exc:
             problem = f"not a JSON lockfile: {exc.msg} at line {exc.lineno}"
             raise MetadataError(source, "", problem) from None
+        except (ValueError, RecursionError) as exc:  # too-long numbers, too-deep nesting
+            raise MetadataError(source, "", f"not a usable lockfile: {str(exc)[:80]}") from None
         return _LockReader(source).read(data)
 
 

@@ -294,29 +294,67 @@ class Store:
         layout = self.root / "v3" / "layout.json"
         if not layout.exists():
             self.write_file("v3/layout.json", b'{"signing": "gpg"}\n')
+        self._sweep_temp_files()
 
     # -- atomic writes ----------------------------------------------------------------------------
     def write_file(self, relative: str, data: bytes) -> Path:
-        """Write *data* at *relative* atomically (temp file in the same dir, fsync, rename)."""
+        """Write *data* at *relative* atomically (temp file, fsync, rename).
+
+        The temporary file lives in ``.cacheclient/tmp`` (never next to the target, so a
+        ``kill -9`` leaves nothing in the mirror layout) and stays ``flock``-ed until renamed;
+        :meth:`ensure` removes those whose writer died.
+        """
         target = self.root / relative
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
+            fd, tmp = self._temp_file()
         except OSError as exc:
             raise _store_error(target, "write", exc) from None
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with os.fdopen(fd, "wb") as handle:  # the lock is held until after the rename
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise _store_error(target, "write", exc) from None
         _fsync_dir(target.parent)
         return target
+
+    def _temp_file(self) -> tuple[int, str]:
+        folder = self.private_dir / "tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:  # not swept away between mkstemp and flock
+                return fd, tmp
+            os.close(fd)
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temporary files of writers that died (their lock is free)."""
+        folder = self.private_dir / "tmp"
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            path = folder / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    path.unlink()
+            except OSError:
+                continue  # a live writer holds it, or it was renamed meanwhile
+            finally:
+                os.close(fd)
 
     def read_file(self, relative: str) -> bytes | None:
         try:
@@ -339,6 +377,21 @@ class Store:
             yield
         finally:
             lock.release()
+
+    @contextlib.contextmanager
+    def named_lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive lock called *name* (e.g. one mirror's index refresh), if the store
+        is writable; on a read-only store nobody else can be writing, so no lock is taken."""
+        lock = _FileLock(self.private_dir / "locks" / f"{name}.lock")
+        try:
+            held = lock.acquire()
+        except StoreError:
+            held = False
+        try:
+            yield
+        finally:
+            if held:
+                lock.release()
 
     def pin(self, checksum: str) -> bool:
         """Mark the blob as in use by this process until :meth:`close`; False if it is absent.
@@ -388,11 +441,13 @@ class Store:
             finally:
                 os.close(fd)
             os.chmod(partial, 0o644)
+            # The sidecar goes first: a kill -9 between the two leaves a partial file that
+            # is simply downloaded again, never a sidecar nobody will ever remove.
+            with contextlib.suppress(OSError):
+                partial.with_name(partial.name + ".meta").unlink()
             os.replace(partial, target)
         except OSError as exc:
             raise _store_error(target, "store blob", exc) from None
-        with contextlib.suppress(OSError):
-            partial.with_name(partial.name + ".meta").unlink()
         _fsync_dir(target.parent)
         return target
 

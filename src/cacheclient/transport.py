@@ -143,10 +143,23 @@ class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.progressed = False
+        """Set when a download stored new bytes before failing (the next try resumes)."""
 
 
 class _NotFound(Exception):
     """404 / ENOENT."""
+
+
+_PROGRESS_RETRIES = 10
+"""Extra tries for a download that stored a good share of new bytes in each failed try."""
+
+
+def _advanced(before: int, after: int, total: int | None) -> bool:
+    """Whether a failed try moved a download on enough to earn an extra try: 1 MiB, or a
+    quarter of the file (a server that always fails half-way still ends up failing)."""
+    gained = after - before
+    return gained >= CHUNK_SIZE or (total is not None and gained * 4 >= total)
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -167,7 +180,11 @@ def _retrying(options: TransportOptions, *, retry_not_found: bool) -> tenacity.R
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _NotFound):
             return retry_not_found and state.attempt_number == 1
-        return isinstance(exc, _Transient) and state.attempt_number < options.attempts
+        if not isinstance(exc, _Transient):
+            return False
+        if exc.progressed:  # a resumable download that keeps advancing keeps going (bounded)
+            return state.attempt_number < options.attempts + _PROGRESS_RETRIES
+        return state.attempt_number < options.attempts
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -175,6 +192,8 @@ def _retrying(options: TransportOptions, *, retry_not_found: bool) -> tenacity.R
             return options.not_found_delay
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             return min(exc.retry_after, options.backoff_max)
+        if isinstance(exc, _Transient) and exc.progressed:
+            return options.backoff
         growth: float = 2.0 ** (state.attempt_number - 1)
         base = min(options.backoff * growth, options.backoff_max)
         return min(base + random.uniform(0, base), options.backoff_max)  # noqa: S311
@@ -363,9 +382,14 @@ class Transport:
         big = total is None or total - have > _PIPELINE_MIN
         sink = _Sink(out, hasher, pipelined=big)
         too_long = False
+        started = have
         try:
             while True:
-                chunk = stream.read(CHUNK_SIZE)
+                try:
+                    chunk = stream.read(CHUNK_SIZE)
+                except _Transient as exc:
+                    exc.progressed = _advanced(started, have, total)
+                    raise
                 if not chunk:
                     break
                 if expected_size is not None and have + len(chunk) > expected_size:
@@ -391,7 +415,12 @@ class Transport:
             )
         if stream.total is not None and have < stream.total:
             # The server announced more than it sent: resume from here on the next try.
-            raise _Transient(f"body ended after {have} of {stream.total} bytes")
+            ended = _Transient(f"body ended after {have} of {stream.total} bytes")
+            ended.progressed = _advanced(started, have, total)
+            raise ended
+        if stream.total is None and expected_size is not None and have < expected_size:
+            # No length announced and the connection closed early: resume, as above.
+            raise _Transient(f"body ended after {have} of the expected {expected_size} bytes")
         return have
 
 
@@ -662,6 +691,8 @@ class HttpTransport(Transport):
             response = self.session.get(url, headers=headers, timeout=self._timeout, stream=stream)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(f"connection failed: {_short(exc)}") from None
+        except requests.exceptions.ChunkedEncodingError as exc:  # body cut (stream=False)
+            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
         except requests.RequestException as exc:
             raise DownloadError(f"{url}: {_short(exc)}", url=url) from None
         status = response.status_code

@@ -20,6 +20,7 @@ destination. On any failure the work directory is removed and the destination ne
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import secrets
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cacheclient.errors import InstallError, UnsafeArchiveError
+from cacheclient.errors import InstallError, StoreError, UnsafeArchiveError
 from cacheclient.installation.buildinfo import BuildInfo, parse_buildinfo
 
 __all__ = [
@@ -128,10 +129,19 @@ class _BudgetReader:
         return data
 
 
+def _bad_text(text: str) -> bool:
+    """Control characters (terminal escapes, NUL, newlines) or undecodable bytes (which
+    tarfile hands over as surrogates): never in a real package, trouble in every message."""
+    return any(ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
 def _split_name(name: str, limits: ExtractLimits, what: str = "name") -> tuple[str, ...]:
     """The components of a member name, or _Refused when it is unsafe."""
-    if any(c in name for c in "\0\n\r"):
-        raise _Refused(name, f"{what} contains a NUL or newline character")
+    if _bad_text(name):
+        raise _Refused(
+            name, f"{what} contains a NUL, newline, other control character or bytes that are "
+            "not UTF-8"
+        )
     if len(name.encode("utf-8", "surrogateescape")) > limits.max_name:
         raise _Refused(name, f"{what} is longer than {limits.max_name} bytes")
     if name.startswith("/"):
@@ -269,8 +279,8 @@ class _Extractor:
             self.kinds[parts] = "dir"
         elif info.issym():
             target = info.linkname
-            if not target or any(c in target for c in "\0\n\r"):
-                raise _Refused(name, f"bad symlink target {target!r}")
+            if not target or _bad_text(target):
+                raise _Refused(name, f"bad symlink target {target!a}")
             if len(target.encode("utf-8", "surrogateescape")) > self.limits.max_name:
                 raise _Refused(name, "symlink target too long")
             os.symlink(target, path)
@@ -357,6 +367,9 @@ def _cross_check(info: BuildInfo, old_prefix: str, member: str, expected_hash: s
         raise _Refused(member, f"hash_to_prefix does not contain the archive prefix {old_prefix}")
 
 
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 def _make_work_dir(dest: Path) -> Path:
     """A fresh directory next to *dest*, mode 0755 minus the umask (it may become the prefix)."""
     for _ in range(100):
@@ -429,9 +442,10 @@ def extract_prefix(
                     archive=source,
                 ) from None
             except OSError as exc:
-                raise InstallError(
-                    f"{source}: extraction into {dest.parent} failed: {exc.strerror or exc}"
-                ) from None
+                message = f"{source}: extraction into {dest.parent} failed: {exc.strerror or exc}"
+                if exc.errno in _DISK_ERRNOS:  # the root is unusable (exit 8), not the archive
+                    raise StoreError(message) from None
+                raise InstallError(message) from None
             os.rename(work if fast else os.path.join(work, *prefix), dest)
             break
         finally:

@@ -44,6 +44,7 @@ __all__ = [
     "COMPILER_VIRTUALS",
     "SUPPORTED_DB_VERSIONS",
     "catalog_from_database",
+    "check_db_version",
     "load_json",
     "parse_database",
     "record_from_node",
@@ -317,7 +318,8 @@ def record_from_node(
     )
 
 
-def _check_version(db: Mapping[str, Any], source: str) -> str:
+def check_db_version(db: Mapping[str, Any], source: str) -> str:
+    """The DB version string; MetadataError for a version this reader does not know."""
     raw = db.get("version")
     version = str(raw) if isinstance(raw, (str, int)) and not isinstance(raw, bool) else None
     if version is None:
@@ -354,7 +356,7 @@ def catalog_from_database(
     db = obj.get("database")
     if not isinstance(db, dict):
         raise MetadataError(source, "database", f"expected an object, got {_type_name(db)}")
-    _check_version(db, source)
+    check_db_version(db, source)
     installs = db.get("installs")
     if not isinstance(installs, dict):
         raise MetadataError(
@@ -402,7 +404,7 @@ def catalog_from_database(
 
 
 def _explain_bad_entry(dag_hash: object, entry: object, source: str) -> None:
-    path = f"database.installs.{dag_hash}"
+    path = f"database.installs.{str(dag_hash)[:40]}"  # a hostile key may be megabytes long
     if not is_valid_hash(dag_hash):
         raise MetadataError(source, path, f"not a 32-character DAG hash: {dag_hash!r:.40}")
     if not isinstance(entry, dict):

@@ -17,6 +17,7 @@ field that disagrees becomes a warning (``Catalog.warnings``), not an error.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -74,8 +75,10 @@ def _front_matter(text: str, source: str) -> dict[str, Any]:
         end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
     except StopIteration:
         raise MetadataError(source, "", "front matter is not closed by a '---' line") from None
+    body = "\n".join(lines[1:end])
+    _check_shape(body, source)
     try:
-        data = yaml.load("\n".join(lines[1:end]), Loader=_Loader)  # noqa: S506 - safe loader
+        data = yaml.load(body, Loader=_Loader)  # noqa: S506 - safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 2}" if mark is not None else ""
@@ -83,9 +86,51 @@ def _front_matter(text: str, source: str) -> dict[str, Any]:
         raise MetadataError(source, where, f"invalid YAML front matter: {problem}") from None
     except RecursionError:
         raise MetadataError(source, "", "invalid YAML front matter: nested too deeply") from None
+    except ValueError:  # int("9" * 5000) refuses to convert
+        raise MetadataError(source, "", "invalid YAML front matter: a number is too long") from None
     if not isinstance(data, dict):
         raise MetadataError(source, "", "front matter is not a mapping")
     return data
+
+
+_MAX_DEPTH = 64
+_OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse aliases and deep nesting before building anything: pages use neither, and
+    expanded aliases are billions of nodes (alias bomb) while deep nesting overflows the C
+    stack of libyaml's composer (a segfault, not an exception). The event stream is flat."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, _Loader):
+            if isinstance(event, yaml.AliasEvent):
+                raise MetadataError(source, "", "YAML aliases are not allowed in a page (bomb?)")
+            if isinstance(event, _OPEN):
+                depth += 1
+                if depth > _MAX_DEPTH:
+                    raise MetadataError(source, "", f"nested deeper than {_MAX_DEPTH} levels")
+            elif isinstance(event, _CLOSE):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # yaml.load reports it, with its line
+
+
+_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def _stacks(entry: dict[str, Any], path: str, source: str) -> tuple[str, ...]:
+    """Stack labels only (``e4s``, ``root``): a page must not send the client to a URL or
+    a local path of its choosing (they are mapped under the configured mirror base)."""
+    stacks = _str_list(entry, "stacks", path, source)
+    for i, stack in enumerate(stacks):
+        if not _STACK.match(stack):
+            raise MetadataError(
+                source, f"{path}.stacks[{i}]", f"not a stack name: {stack!r:.80} (URLs and paths "
+                "are not allowed)"
+            )
+    return tuple(stacks)
 
 
 def _str(entry: dict[str, Any], key: str, path: str, source: str) -> str:
@@ -139,7 +184,7 @@ def _record(name: str, entry: Any, path: str, source: str) -> BuildRecord:
         target=_str(entry, "target", path, source),
         compiler=None if compiler == "none" else compiler,
         variants=variants,
-        stacks=tuple(_str_list(entry, "stacks", path, source)),
+        stacks=_stacks(entry, path, source),
         installable=True,
         source=source,
     )
