@@ -14,8 +14,8 @@ when the caller asks for it (a writer may be re-pushing the entry: FORMATS §10 
 (after a crash or ``kill -9``) hashes the existing prefix once and continues it with
 ``Range``/``If-Range``; when the server ignores the range (200) or the validator changed, it
 starts again from zero. The length is checked against the expected size while streaming.
-Large downloads receive, hash and write on three threads (:class:`_Sink`), so the sha256 costs
-little wall time, and memory stays bounded by two small queues.
+Large downloads receive, hash and write on three threads (:class:`cacheclient._sink.Sink`),
+so the sha256 costs little wall time, and memory stays bounded by two small queues.
 
 Timeouts and tries come from :class:`TransportOptions` (``CACHECLIENT_CONNECT_TIMEOUT``,
 ``CACHECLIENT_READ_TIMEOUT``, ``CACHECLIENT_RETRIES`` through :func:`options_from_env`).
@@ -23,12 +23,9 @@ Timeouts and tries come from :class:`TransportOptions` (``CACHECLIENT_CONNECT_TI
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import hashlib
-import json
 import os
-import queue
 import random
 import threading
 import time
@@ -38,14 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-import requests
-import requests.adapters
 import tenacity
 
 from cacheclient import __version__
+from cacheclient._sink import PIPELINE_MIN, Sink, hash_prefix, read_meta, write_meta
 from cacheclient.errors import DownloadError, StoreError, UsageError, VerificationError
+
+if TYPE_CHECKING:
+    from cacheclient._http import HttpTransport
 
 __all__ = [
     "CHUNK_SIZE",
@@ -312,10 +311,10 @@ class Transport:
         have = 0
         validator: str | None = None
         if partial.exists():
-            meta = _read_meta(meta_path)
+            meta = read_meta(meta_path)
             if meta.get("url") == url and isinstance(meta.get("validator"), str):
                 validator = str(meta["validator"])
-                have = _hash_prefix(partial, hasher, expected_size)
+                have = hash_prefix(partial, hasher, expected_size)
         if have and expected_size is not None and have == expected_size:
             # Complete from an earlier run that died before the rename.
             if progress:
@@ -330,7 +329,7 @@ class Transport:
                 hasher = hashlib.sha256()
                 have = 0
             if stream.validator:
-                _write_meta(meta_path, {"url": url, "validator": stream.validator})
+                write_meta(meta_path, {"url": url, "validator": stream.validator})
             else:
                 meta_path.unlink(missing_ok=True)
             resumed_from = have
@@ -379,8 +378,8 @@ class Transport:
         total: int | None,
         progress: ProgressCallback | None,
     ) -> int:
-        big = total is None or total - have > _PIPELINE_MIN
-        sink = _Sink(out, hasher, pipelined=big)
+        big = total is None or total - have > PIPELINE_MIN
+        sink = Sink(out, hasher, pipelined=big)
         too_long = False
         started = have
         try:
@@ -422,138 +421,6 @@ class Transport:
             # No length announced and the connection closed early: resume, as above.
             raise _Transient(f"body ended after {have} of the expected {expected_size} bytes")
         return have
-
-
-_PIPELINE_MIN = 8 << 20
-"""Downloads larger than this hash and write on their own threads (see :class:`_Sink`)."""
-_FLUSH_EVERY = 128 << 20
-"""A pipelined download asks the kernel to write back its data after this many bytes, so the
-final fsync has little left to do."""
-
-
-class _Sink:
-    """Hashes and writes the chunks of one download.
-
-    Small downloads do both inline. Large ones use two threads fed through bounded queues
-    (hashlib and file writes release the GIL), so receiving, hashing and writing overlap, plus a
-    third that calls ``fdatasync`` every :data:`_FLUSH_EVERY` bytes. Memory stays bounded by the
-    queue sizes. A write error is raised as :class:`StoreError` by :meth:`feed` or :meth:`close`.
-    """
-
-    def __init__(self, out: IO[bytes], hasher: Any, *, pipelined: bool) -> None:
-        self.out = out
-        self.hasher = hasher
-        self.pipelined = pipelined
-        self.error: OSError | None = None
-        self._threads: list[threading.Thread] = []
-        self._queues: list[queue.Queue[bytes | None]] = []
-        self._flush = threading.Event()
-        self._closing = False
-        if pipelined:
-            hash_q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-            write_q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-            self._queues = [hash_q, write_q]
-            for target, q in ((self._hash_loop, hash_q), (self._write_loop, write_q)):
-                thread = threading.Thread(target=target, args=(q,), daemon=True)
-                thread.start()
-                self._threads.append(thread)
-            flusher = threading.Thread(target=self._flush_loop, daemon=True)
-            flusher.start()
-            self._flusher = flusher
-
-    def _write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:  # unbuffered file: what was received is on disk for a later resume
-            view = view[self.out.write(view) or 0 :]
-
-    def _hash_loop(self, q: queue.Queue[bytes | None]) -> None:
-        while (chunk := q.get()) is not None:
-            self.hasher.update(chunk)
-
-    def _write_loop(self, q: queue.Queue[bytes | None]) -> None:
-        pending = 0
-        while (chunk := q.get()) is not None:
-            if self.error is not None:
-                continue  # keep draining so the producer never blocks
-            try:
-                self._write(chunk)
-            except OSError as exc:
-                self.error = exc
-                continue
-            pending += len(chunk)
-            if pending >= _FLUSH_EVERY:
-                pending = 0
-                self._flush.set()
-
-    def _flush_loop(self) -> None:
-        while True:
-            self._flush.wait()
-            self._flush.clear()
-            if self._closing:
-                return
-            with contextlib.suppress(OSError, ValueError):
-                os.fdatasync(self.out.fileno())
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            name = getattr(self.out, "name", "?")
-            raise StoreError(f"{name}: cannot write: {self.error.strerror or self.error}")
-
-    def feed(self, chunk: bytes) -> None:
-        if not self.pipelined:
-            self.hasher.update(chunk)
-            try:
-                self._write(chunk)
-            except OSError as exc:
-                self.error = exc
-            self._raise()
-            return
-        self._raise()
-        for q in self._queues:
-            q.put(chunk)
-
-    def close(self) -> None:
-        if self.pipelined:
-            for q in self._queues:
-                q.put(None)
-            for thread in self._threads:
-                thread.join()
-            self._closing = True
-            self._flush.set()
-            self._flusher.join()
-            self.pipelined = False
-        self._raise()
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_meta(path: Path, data: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):
-        path.write_text(json.dumps(data), encoding="utf-8")
-
-
-def _hash_prefix(partial: Path, hasher: Any, expected_size: int | None) -> int:
-    """Feed the existing partial file to *hasher* once; 0 (start again) if it is too long."""
-    try:
-        size = partial.stat().st_size
-        if expected_size is not None and size > expected_size:
-            return 0
-        with open(partial, "rb") as handle:
-            while chunk := handle.read(CHUNK_SIZE):
-                hasher.update(chunk)
-    except OSError:
-        return 0
-    return size
-
-
-# ---------------------------------------------------------------------------------------------
-# file:// and plain paths
 
 
 def _local_path(url: str) -> Path:
@@ -618,154 +485,34 @@ class FileTransport(Transport):
 
 
 # ---------------------------------------------------------------------------------------------
-# http:// and https://
-
-_RETRY_STATUS = frozenset({429})  # and every 5xx; no other 4xx (404: see retry_not_found)
-
-
-def _strong_etag(value: str | None) -> str | None:
-    if not value or value.startswith(("W/", "w/")):
-        return None
-    return value
-
-
-class _HttpStream:
-    def __init__(self, url: str, response: requests.Response, offset: int) -> None:
-        self._url = url
-        self._response = response
-        self.offset = offset
-        headers = response.headers
-        self.validator: str | None = _strong_etag(headers.get("ETag")) or headers.get(
-            "Last-Modified"
-        )
-        self.total: int | None = None
-        content_range = headers.get("Content-Range", "")
-        if response.status_code == 206 and "/" in content_range:
-            tail = content_range.rsplit("/", 1)[1]
-            self.total = int(tail) if tail.isdigit() else None
-        elif (length := headers.get("Content-Length", "")).isdigit():
-            self.total = int(length)
-
-    def read(self, size: int) -> bytes:
-        try:
-            data: bytes = self._response.raw.read1(size, decode_content=False)
-        except Exception as exc:  # noqa: BLE001
-            # urllib3 raises ProtocolError/ReadTimeoutError/IncompleteRead here.
-            raise _Transient(f"transfer interrupted: {type(exc).__name__}: {exc}") from None
-        return data
-
-    def close(self) -> None:
-        self._response.close()
-
-
-class HttpTransport(Transport):
-    """``http://`` and ``https://`` through one shared :class:`requests.Session`."""
-
-    schemes = ("http", "https")
-
-    def __init__(
-        self, options: TransportOptions | None = None, session: requests.Session | None = None
-    ) -> None:
-        super().__init__(options)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=max(4, self.options.pool_size),
-                pool_maxsize=max(4, self.options.pool_size),
-                max_retries=0,
-            )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        session.headers["User-Agent"] = self.options.user_agent
-        self.session = session
-
-    def close(self) -> None:
-        self.session.close()
-
-    @property
-    def _timeout(self) -> tuple[float, float]:
-        return (self.options.connect_timeout, self.options.read_timeout)
-
-    def _request(self, url: str, headers: dict[str, str], *, stream: bool) -> requests.Response:
-        try:
-            response = self.session.get(url, headers=headers, timeout=self._timeout, stream=stream)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"connection failed: {_short(exc)}") from None
-        except requests.exceptions.ChunkedEncodingError as exc:  # body cut (stream=False)
-            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
-        except requests.RequestException as exc:
-            raise DownloadError(f"{url}: {_short(exc)}", url=url) from None
-        status = response.status_code
-        if status in (200, 206, 304) or (status == 416 and "Range" in headers):
-            return response
-        response.close()
-        if status in (404, 410):
-            raise _NotFound(url)
-        reason = f"HTTP {status} {response.reason or ''}".strip()
-        if status in _RETRY_STATUS or status >= 500:
-            raise _Transient(reason, _parse_retry_after(response.headers.get("Retry-After")))
-        raise DownloadError(f"{url}: {reason}", url=url)
-
-    def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
-        headers: dict[str, str] = {}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
-        response = self._request(url, headers, stream=False)
-        new_etag = _strong_etag(response.headers.get("ETag"))
-        modified = response.headers.get("Last-Modified")
-        if response.status_code == 304:
-            return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
-        try:
-            body = response.content
-        except (requests.RequestException, OSError) as exc:
-            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
-        return Fetched(status=200, body=body, etag=new_etag, last_modified=modified)
-
-    def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
-        headers = {"Accept-Encoding": "identity"}
-        if offset and if_range:
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = if_range
-        response = self._request(url, headers, stream=True)
-        start = 0
-        if response.status_code == 416:  # the partial file is longer than the resource
-            response.close()
-            return self._open(url, 0, None)
-        if response.status_code == 206:
-            content_range = response.headers.get("Content-Range", "")
-            try:
-                start = int(content_range.split()[1].split("-")[0])
-            except (IndexError, ValueError):
-                response.close()
-                raise DownloadError(
-                    f"{url}: bad Content-Range {content_range!r}", url=url
-                ) from None
-            if start != offset:
-                # Not what we asked for: start again without a range.
-                response.close()
-                return self._open(url, 0, None)
-        elif response.status_code == 304:
-            response.close()
-            raise DownloadError(f"{url}: unexpected HTTP 304", url=url)
-        return _HttpStream(url, response, start)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:197] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
 # Registry
+
 
 TransportFactory = Callable[[TransportOptions], Transport]
 
+
+def _http_transport(options: TransportOptions) -> Transport:
+    return _http_class()(options)
+
+
+def _http_class() -> type[Transport]:
+    from cacheclient._http import HttpTransport  # noqa: PLC0415 - it subclasses Transport
+
+    return HttpTransport
+
+
+def __getattr__(name: str) -> Any:
+    # ``HttpTransport`` lives in cacheclient._http (which needs this module's base classes);
+    # it is reached here as cacheclient.transport.HttpTransport, e.g. by the entry point.
+    if name == "HttpTransport":
+        return _http_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _BUILTIN: dict[str, TransportFactory] = {
     "file": FileTransport,
-    "http": HttpTransport,
-    "https": HttpTransport,
+    "http": _http_transport,
+    "https": _http_transport,
 }
 _registry: dict[str, TransportFactory] = {}
 _instances: dict[Any, Transport] = {}
