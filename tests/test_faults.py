@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cacheclient.cli.main import main
-from paths import SPACK_V3, SPACK_V3_KEY, SPACK_V3_SIGNED
+from paths import SPACK_V3, SPACK_V3_KEY, SPACK_V3_SIGNED, V2_MIRRORS
 from reliability import assert_clean, assert_one_line_error, store_builds
 from servers import Fault, FaultServer, NginxServer, refused_url
 
@@ -342,3 +342,65 @@ class TestNginx:
         code, err = fetch(store, url, capsys=capsys)
         assert_one_line_error(err, code, 5, url)
         assert_clean(store)
+
+
+V2_SIGNED = V2_MIRRORS / "signed"
+V2_KEY = V2_SIGNED / "build_cache" / "_pgp" / "CBAB2C1032C6FF5078049EC0FA61D50C12CAD37E.pub"
+V2_HOST = ["--platform", "test", "--os", "debian6", "--target", "core2"]
+V2_TARBALL = next(
+    "/" + p.relative_to(V2_SIGNED).as_posix()
+    for p in V2_SIGNED.rglob("*.spack")
+    if "core2" in p.name and "libdwarf" in p.name
+)
+V2_SPECFILE = next(
+    "/" + p.relative_to(V2_SIGNED).as_posix()
+    for p in V2_SIGNED.rglob("*.spec.json.sig")
+    if "core2" in p.name and "libdwarf" in p.name
+)
+
+V2_RECOVERED: dict[str, Callable[[], list[Fault]]] = {
+    "reset-tarball": _f(kind="reset", path=V2_TARBALL, times=1),
+    "truncated-tarball": _f(kind="truncate", path=V2_TARBALL, times=2),
+    "truncated-tarball-without-length": _f(kind="truncate_no_length", path=V2_TARBALL, times=1),
+    "truncated-specfile-without-length": _f(kind="truncate_no_length", path=V2_SPECFILE, times=1),
+    "503-specfile": _f(kind="status", status=503, path=V2_SPECFILE, times=2),
+    "stalled-tarball": _f(kind="stall", path=V2_TARBALL, times=1, stall_seconds=5),
+}
+
+
+class TestV2Layout:
+    """Spack's own v2 test mirror (``.spec.json.sig`` + ``.spack``): sizes are not known in
+    advance there, so a short body is only caught by the checksum."""
+
+    @pytest.fixture
+    def v2_store(self, tmp_path: Path) -> Path:
+        path = tmp_path / "store"
+        assert main(["keys", "trust", str(V2_KEY), "--store", str(path)]) == 0
+        return path
+
+    def fetch_v2(self, store: Path, url: str, capsys: Capture) -> tuple[int, str]:
+        capsys.readouterr()
+        args = ["fetch", "libdwarf", *V2_HOST, "--mirror", url, "--store", str(store)]
+        code = main([*args, "--quiet", "--jobs", "4"])
+        return code, capsys.readouterr().err
+
+    @pytest.mark.parametrize("case", sorted(V2_RECOVERED))
+    def test_transient_fault_is_recovered(
+        self, case: str, fault_server: MakeFaultServer, v2_store: Path, capsys: Capture
+    ) -> None:
+        server = fault_server(V2_SIGNED)
+        faults = [server.inject(f) for f in V2_RECOVERED[case]()]
+        code, err = self.fetch_v2(v2_store, server.url, capsys)
+        assert code == 0, err
+        assert all(f.hits for f in faults)
+        assert len(store_builds(v2_store)) >= 2
+        assert_clean(v2_store, allow_partials=False)
+
+    def test_wrong_tarball_is_refused(
+        self, fault_server: MakeFaultServer, v2_store: Path, capsys: Capture
+    ) -> None:
+        server = fault_server(V2_SIGNED)
+        server.inject(Fault(kind="replace", path=V2_TARBALL, body=b"\x1f\x8b not it"))
+        code, err = self.fetch_v2(v2_store, server.url, capsys)
+        assert_one_line_error(err, code, 4, "sha256")
+        assert_clean(v2_store)

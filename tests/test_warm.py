@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cacheclient.cli.main import main
-from paths import SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
+from gpgtools import GpgKey
+from paths import SEED_PAGE, SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
 from servers import NginxServer
 
 ServeDir = Callable[..., NginxServer]
@@ -353,3 +354,43 @@ class TestInstallFromLock:
     def test_specs_and_lock_are_exclusive(self, tmp_path: Path, capsys: Capture) -> None:
         assert main(["install", "zlib", "--from-lock", str(tmp_path / "l")]) == 2
         assert "not both" in capsys.readouterr().err
+
+
+class TestSeedPage:
+    def test_warm_from_a_cache_spack_io_page_and_a_mirror_holding_its_hashes(
+        self, nginx_mirror: ServeDir, tmp_path: Path, gpg_key: GpgKey, capsys: Capture
+    ) -> None:
+        from cacheclient.mirrors.writer import MirrorBuild, write_mirror
+        from cacheclient.sources.page import read_page
+
+        page = read_page(SEED_PAGE.read_text(), str(SEED_PAGE))
+        wanted = [r for r in page if r.os == "ubuntu24.04" and r.target == "x86_64_v3"]
+        builds = [
+            MirrorBuild(record=r, files={"lib/python3/pyproject_hooks/__init__.py": b"# demo\n"})
+            for r in wanted
+        ]
+        root_mirror = write_mirror(tmp_path / "develop", builds, signer=gpg_key.clearsign)
+        server = nginx_mirror(root_mirror.root)  # the "root" stack lives at the base URL
+        store = tmp_path / "store"
+        key = tmp_path / "key.asc"
+        gpg_key.export_public(key)
+        assert main(["keys", "trust", str(key), "--store", str(store)]) == 0
+        m = tmp_path / "m.yaml"
+        m.write_text(
+            f"metadata: [{SEED_PAGE}]\nmirror_base: {server.url}\nprofiles:\n"
+            "  - {platform: linux, os: ubuntu24.04, target: zen4}\n"
+            "  - {platform: linux, os: ubuntu24.04, target: x86_64_v3}\n"
+            "specs: [py-pyproject-hooks@1.2]\n"
+        )
+        lock = tmp_path / "ci.lock"
+        capsys.readouterr()
+        assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        roots = {s["profile"]: s["selected"]["hash"] for s in report["selections"]}
+        # the page's builds live in stacks; "root" maps to mirror_base itself
+        assert roots["linux-ubuntu24.04-zen4"] == "7gxinepk7daz7rk5xrpl2pln6lc5i37l"
+        assert roots["linux-ubuntu24.04-x86_64_v3"] == "7gxinepk7daz7rk5xrpl2pln6lc5i37l"
+        assert report["totals"]["not_signature_checked"] == []
+        fetched = server.count("/blobs/")
+        assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
+        assert server.count("/blobs/") == fetched
