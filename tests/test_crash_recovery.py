@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> WrittenMirror:
     return write_big_mirror(tmp_path_factory.mktemp("big") / "mirror", megabytes=24, files=1500)
 
 
-def _wait_for(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+def _wait_for(check: Callable[[], bool], proc: subprocess.Popen[Any], what: str) -> None:
     deadline = time.monotonic() + 60
     while not check():
         assert proc.poll() is None, f"the command ended ({proc.returncode}) before {what}"
@@ -114,6 +115,44 @@ class TestKillDuringDownload:
         server.clear_faults()
         result = run_cli(args)
         assert result.code == 0, result.err
+        assert set(store_builds(store)) == {build.record.hash}
+        assert_clean(store, allow_partials=False)
+
+    def test_a_waiting_process_takes_over_the_dead_download(
+        self, big: WrittenMirror, fault_server: MakeFaultServer, tmp_path: Path
+    ) -> None:
+        """B waits for A's download lock; A is killed; B continues A's partial file."""
+        (build,) = big.builds.values()
+        tar_url_path = "/" + build.tarball.path
+        server = fault_server(big.root)
+        cut = 8 << 20
+        server.inject(
+            Fault(kind="stall", path=tar_url_path, after_bytes=cut, stall_seconds=30, times=1)
+        )
+        store = tmp_path / "store"
+        args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
+        args += ["--allow-unsigned", "--quiet"]
+        partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
+        first = _start(args)
+        _wait_for(lambda: partial.exists() and partial.stat().st_size >= cut, first, "8 MiB")
+        manifest = "/" + str(build.manifest_path)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "cacheclient", *args],
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(lambda: server.count(manifest) == 2, second, "the second run read the manifest")
+        time.sleep(0.3)  # now blocked on the download lock A holds
+        assert second.poll() is None
+        _kill(first)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        ranges = [r.range for r in server.requests() if r.path == tar_url_path]
+        assert len(ranges) == 2, ranges
+        assert ranges[0] == ""
+        assert int(ranges[1][len("bytes=") : -1]) >= cut
         assert set(store_builds(store)) == {build.record.hash}
         assert_clean(store, allow_partials=False)
 

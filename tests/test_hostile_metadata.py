@@ -33,7 +33,7 @@ from cacheclient.sources.specfile import read_specfile
 from gpgtools import GpgKey
 from paths import SEED_PAGE
 from reliability import BIG_HOST, assert_clean, assert_one_line_error, store_builds
-from servers import FaultServer
+from servers import FaultServer, NginxServer
 
 MakeKey = Callable[..., GpgKey]
 MakeFaultServer = Callable[..., FaultServer]
@@ -330,6 +330,32 @@ class TestEscapes:
         err = capsys.readouterr().err
         assert_one_line_error(err, code, 7, "stacks[0]")
         assert blobs_in(store) == []
+        no_trace(store, ALPHA)
+
+    @pytest.mark.parametrize("what", ["index", "manifest", "blob"])
+    def test_redirect_to_a_local_file_is_not_followed(
+        self,
+        what: str,
+        gpg_key: GpgKey,
+        nginx_mirror: Callable[..., NginxServer],
+        tmp_path: Path,
+        capsys: Capture,
+    ) -> None:
+        """The server answers 302 to ``file://`` of a valid local copy: never read it."""
+        mirror = write(tmp_path / "m", gpg_key.clearsign)
+        local = tmp_path / "local"
+        shutil.copytree(mirror.root, local)
+        build = mirror.builds[ALPHA.hash]
+        path = {"index": INDEX, "manifest": build.manifest_path, "blob": build.tarball.path}[what]
+        assert path is not None
+        (mirror.root / path).unlink()
+        extra = f"location = /{path} {{ return 302 {(local / path).as_uri()}; }}"
+        server = nginx_mirror(mirror.root, extra=extra)
+        store = trusted_store(tmp_path, gpg_key)
+        before = (local / path).stat().st_atime_ns
+        code, err = fetch(store, server.url, "alpha", capsys)
+        assert_one_line_error(err, code, 5, "file://")
+        assert (local / path).stat().st_atime_ns == before
         no_trace(store, ALPHA)
 
 

@@ -394,3 +394,39 @@ class TestSeedPage:
         fetched = server.count("/blobs/")
         assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
         assert server.count("/blobs/") == fetched
+
+
+class TestBrokenMirror:
+    @pytest.fixture(autouse=True)
+    def _one_try(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CACHECLIENT_RETRIES", "1")  # a refused connection is not retried
+
+    def test_one_unreachable_mirror_does_not_fail_the_job(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        from servers import refused_url
+
+        good = nginx_mirror(SPACK_V3_SIGNED)
+        broken = refused_url()
+        store = tmp_path / "store"
+        trust(store)
+        m = tmp_path / "m.yaml"
+        m.write_text(
+            f"mirrors:\n  - url: {broken}\n  - url: {good.url}\n{PROFILES}"
+            "specs: [demo-tool@1.0.0]\n"
+        )
+        capsys.readouterr()
+        assert main(["warm", str(m), "--store", str(store), "--json", "--quiet"]) == 0
+        out = capsys.readouterr()
+        assert f"mirror skipped: {broken}" in out.err
+        mirrors = json.loads(out.out)["totals"]["mirrors"]
+        assert mirrors[good.url]["builds"] == 6
+        assert mirrors[good.url]["requests"] >= 12
+        assert mirrors[broken]["builds"] == 0
+
+    def test_no_reachable_mirror_exits_5(self, tmp_path: Path, capsys: Capture) -> None:
+        from servers import refused_url
+
+        m = manifest(tmp_path, refused_url())
+        assert main(["warm", str(m), "--store", str(tmp_path / "s"), "--quiet"]) == 5
+        assert "connection failed" in capsys.readouterr().err

@@ -372,8 +372,10 @@ class _Fetcher:
             if result.sha256 == checksum:
                 return result
             store.discard_partial(checksum)
-            if result.resumed_from and attempt == 1:
-                continue  # the kept prefix was bad (an older file?): once more from zero
+            if attempt == 1 and (result.resumed_from or size is None):
+                # The kept prefix was bad (an older file?), or the size was unknown (v2) and
+                # a body without Content-Length was cut short: once more from zero.
+                continue
             raise VerificationError(
                 f"{url}: sha256 mismatch for {label} from mirror {mirror}: "
                 f"expected {checksum}, got {result.sha256}",
@@ -621,8 +623,16 @@ class _Fetcher:
                     mirror=mirror,
                 )
             raw, url, relative = plain, plain_url, plain_rel
-        payload, signer = self._verify(raw, url, mirror)
-        spec = read_specfile(payload, url)
+        try:
+            payload, signer = self._verify(raw, url, mirror)
+            spec = read_specfile(payload, url)
+        except (VerificationError, MetadataError):
+            again = transport.read(url)  # once more, as for v3 manifests
+            if again is None or again == raw:
+                raise
+            raw = again
+            payload, signer = self._verify(raw, url, mirror)
+            spec = read_specfile(payload, url)
         self._check_root(spec, record, url, mirror)
         if spec.tarball_sha256 is None:
             raise MetadataError(url, "binary_cache_checksum", "missing: cannot verify the tarball")

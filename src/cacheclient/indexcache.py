@@ -23,13 +23,19 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cacheclient.catalog import Catalog
-from cacheclient.errors import DownloadError, MetadataError, StoreError, VerificationError
+from cacheclient.errors import (
+    CacheClientError,
+    DownloadError,
+    MetadataError,
+    StoreError,
+    VerificationError,
+)
 from cacheclient.mirrors.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
 from cacheclient.mirrors.open import open_catalog
 from cacheclient.sources.database import parse_database
@@ -37,7 +43,7 @@ from cacheclient.sources.manifest import parse_manifest
 from cacheclient.store import Store
 from cacheclient.transport import Transport, TransportOptions, join_url, transport_for
 
-__all__ = ["DEFAULT_TTL", "IndexState", "open_mirror"]
+__all__ = ["DEFAULT_TTL", "IndexState", "open_mirror", "open_mirrors"]
 
 
 def __dir__() -> list[str]:
@@ -339,3 +345,29 @@ def _refresh(
         raise DownloadError(f"{url}: the index could not be read", url=url)
     cache.save(state, data if changed else None)
     return catalog
+
+
+def open_mirrors(
+    urls: Sequence[str],
+    *,
+    store: Store | None = None,
+    offline: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[Catalog]:
+    """The catalogs of every mirror in *urls* that can be read.
+
+    One unreachable or broken mirror does not fail the job while another can be read: it is
+    reported through *warn* and left out. When none can be read, the first error is raised.
+    """
+    catalogs: list[Catalog] = []
+    errors: list[CacheClientError] = []
+    for url in urls:
+        try:
+            catalogs.append(open_mirror(url, store=store, offline=offline))
+        except (DownloadError, MetadataError, VerificationError) as exc:
+            errors.append(exc)
+            if warn is not None:
+                warn(f"mirror skipped: {exc}")
+    if errors and not catalogs:
+        raise errors[0]
+    return catalogs

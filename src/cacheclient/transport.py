@@ -62,6 +62,7 @@ __all__ = [
     "options_from_env",
     "reader_for",
     "register_transport",
+    "requests_made",
     "transport_for",
 ]
 
@@ -202,6 +203,24 @@ def _retrying(options: TransportOptions, *, retry_not_found: bool) -> tenacity.R
     )
 
 
+_requests_made: dict[str, int] = {}
+_requests_lock = threading.Lock()
+
+
+def _count_request(url: str) -> None:
+    with _requests_lock:
+        _requests_made[url] = _requests_made.get(url, 0) + 1
+
+
+def requests_made(prefix: str = "") -> int:
+    """How many requests (tries included) this process sent to URLs starting with *prefix*.
+
+    Reports use it for per-mirror request counts (``cacheclient warm``).
+    """
+    with _requests_lock:
+        return sum(n for url, n in _requests_made.items() if url.startswith(prefix))
+
+
 def join_url(base: str, relative: str) -> str:
     """Join a path below a mirror URL or directory, keeping any path prefix of the base.
 
@@ -259,6 +278,7 @@ class Transport:
         try:
             for attempt in _retrying(self.options, retry_not_found=retry_not_found):
                 with attempt:
+                    _count_request(url)
                     return self._get(url, etag, last_modified)
         except _NotFound:
             return None
@@ -292,6 +312,7 @@ class Transport:
         try:
             for attempt in _retrying(self.options, retry_not_found=retry_not_found):
                 with attempt:
+                    _count_request(url)
                     return self._download_once(url, partial, expected_size, progress)
         except _NotFound:
             return None

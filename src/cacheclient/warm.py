@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,8 @@ class WarmReport:
     error: CacheClientError | None = None
     seconds: float = 0.0
     allow_missing: bool = False
+    mirrors: tuple[str, ...] = ()
+    mirror_failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[Selection]:
@@ -91,6 +93,8 @@ class WarmReport:
         return 0
 
     def totals(self) -> dict[str, Any]:
+        from cacheclient.transport import requests_made  # noqa: PLC0415
+
         items = self.fetch.items if self.fetch else []
         blobs = [b for i in items for b in i.blobs]
         per_mirror: Counter[str] = Counter()
@@ -106,8 +110,13 @@ class WarmReport:
             "bytes_transferred": self.fetch.downloaded_bytes if self.fetch else 0,
             "seconds": round(self.seconds, 3),
             "mirrors": {
-                m: {"builds": per_mirror[m], "blobs_fetched": fetched_per_mirror[m]}
-                for m in sorted(per_mirror)
+                m: {
+                    "builds": per_mirror[m],
+                    "blobs_fetched": fetched_per_mirror[m],
+                    "requests": requests_made(m.rstrip("/") + "/"),
+                    "failures": self.mirror_failures.get(m, 0),
+                }
+                for m in sorted({*per_mirror, *self.mirrors, *self.mirror_failures})
             },
             "not_signature_checked": sorted(
                 f"{i.record.name}@{i.record.version}/{i.record.hash}"
@@ -125,6 +134,38 @@ class WarmReport:
             "cache_key": self.lock.cache_key() if self.lock else None,
             "error": str(self.error) if self.error else None,
         }
+
+
+class _FailureCounter(Reporter):
+    """Forwards every hook to *inner* and counts, per mirror, how often the fetcher passed a
+    mirror over (``candidate_rejected``), for the report's per-mirror failures."""
+
+    def __init__(self, inner: Reporter | None, counts: dict[str, int]) -> None:
+        self.inner = inner or Reporter()
+        self.counts = counts
+
+    def starting(self, total_items: int, total_bytes: int) -> None:
+        self.inner.starting(total_items, total_bytes)
+
+    def download_started(self, artifact: str, size: int | None) -> None:
+        self.inner.download_started(artifact, size)
+
+    def download_progress(self, artifact: str, done: int, total: int | None) -> None:
+        self.inner.download_progress(artifact, done, total)
+
+    def download_finished(self, artifact: str, already_present: bool) -> None:
+        self.inner.download_finished(artifact, already_present)
+
+    def candidate_rejected(self, candidate: object, reason: str) -> None:
+        if isinstance(candidate, str):
+            self.counts[candidate] = self.counts.get(candidate, 0) + 1
+        self.inner.candidate_rejected(candidate, reason)
+
+    def warning(self, message: str) -> None:
+        self.inner.warning(message)
+
+    def finished(self, summary: Mapping[str, Any]) -> None:
+        self.inner.finished(summary)
 
 
 def host_for_profile(profile: Profile) -> HostProfile:
@@ -237,8 +278,9 @@ def warm(
     caller can still print what was selected and what was fetched before the failure.
     """
     started = time.monotonic()
-    report = WarmReport(allow_missing=allow_missing)
+    report = WarmReport(allow_missing=allow_missing, mirrors=tuple(m.url for m in manifest.mirrors))
     report.selections, records = _select(manifest, profiles, catalog)
+    reporter = _FailureCounter(reporter, report.mirror_failures)
     try:
         report.fetch = fetch_builds(
             list(records.values()),
@@ -274,7 +316,8 @@ def warm_from_lock(
     With *offline*, only checks that the store holds all of it (the error lists what is not).
     """
     started = time.monotonic()
-    report = WarmReport(lock=lock)
+    report = WarmReport(lock=lock, mirrors=tuple(m.url for m in lock.mirrors))
+    reporter = _FailureCounter(reporter, report.mirror_failures)
     for locked_profile in lock.profiles:
         for spec in locked_profile.specs:
             root = lock.builds.get(spec.root) if spec.root else None

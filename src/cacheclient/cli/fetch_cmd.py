@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _config_value(name: str) -> Any:
 def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[str]]:
     """The merged catalog of ``--metadata`` pages and ``--mirror``s, and the mirror URLs."""
     from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
-    from cacheclient.indexcache import open_mirror  # noqa: PLC0415
+    from cacheclient.indexcache import open_mirrors  # noqa: PLC0415
 
     mirrors = [normalise_mirror(m) for m in (args.mirror or [])]
     metadata = list(getattr(args, "metadata", None) or [])
@@ -90,9 +91,13 @@ def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[
     catalogs: list[Catalog] = []
     if metadata:
         catalogs.append(load_catalog(metadata, []))
-    catalogs.extend(open_mirror(m, store=store, offline=offline) for m in mirrors)
+    catalogs.extend(open_mirrors(mirrors, store=store, offline=offline, warn=_warn))
     catalog = catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
     return catalog, mirrors
+
+
+def _warn(message: str) -> None:
+    print(f"cacheclient: warning: {message}", file=sys.stderr)
 
 
 def collect_records(resolutions: Sequence[Any]) -> list[BuildRecord]:

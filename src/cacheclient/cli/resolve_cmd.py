@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -21,8 +20,11 @@ from cacheclient.cli._common import (
 from cacheclient.config import load_config
 from cacheclient.errors import MetadataError, NoMatchError, UsageError
 from cacheclient.host import HostProfile, host_from_args
+from cacheclient.indexcache import open_mirrors
 from cacheclient.resolve import Resolution, closest_candidates, no_match_message, resolve
+from cacheclient.sources.page import read_page
 from cacheclient.spec import parse_requests
+from cacheclient.store import store_from_option
 
 __all__ = ["load_catalog", "os_compat_from_args", "register", "run"]
 
@@ -62,35 +64,8 @@ def _read_page_text(location: str) -> str:
         raise UsageError(f"--metadata {location}: cannot read: {exc.strerror}") from None
 
 
-def _read_page(text: str, source: str) -> Catalog:
-    try:
-        page = importlib.import_module("cacheclient.sources.page")
-    except ImportError:
-        raise UsageError("--metadata: the cache.spack.io page reader is not available") from None
-    catalog: Catalog = page.read_page(text, source)
-    return catalog
-
-
-def _open_mirror(url: str, store: str | None) -> Catalog:
-    try:  # FETCH's cached index reader, when present
-        indexcache: Any = importlib.import_module("cacheclient.indexcache")
-    except ImportError:
-        indexcache = None
-    if indexcache is not None and hasattr(indexcache, "open_mirror"):
-        kwargs: dict[str, Any] = {}
-        if store is not None:
-            from cacheclient.store import Store  # noqa: PLC0415
-
-            kwargs["store"] = Store(Path(store))
-        catalog: Catalog = indexcache.open_mirror(url, **kwargs)
-        return catalog
-    from cacheclient.mirrors.open import local_reader, open_catalog  # noqa: PLC0415
-
-    if url.startswith(("http://", "https://")):
-        from cacheclient.transport import reader_for  # noqa: PLC0415
-
-        return open_catalog(url, reader_for(url))
-    return open_catalog(url, local_reader(url))
+def _warn(message: str) -> None:
+    print(f"cacheclient: warning: {message}", file=sys.stderr)
 
 
 def load_catalog(
@@ -99,10 +74,12 @@ def load_catalog(
     """One catalog from every ``--metadata`` page and ``--mirror``, merged."""
     if not metadata and not mirrors:
         raise UsageError("no source given: pass --metadata PAGE or --mirror URL")
-    catalogs: list[Catalog] = []
-    for location in metadata:
-        catalogs.append(_read_page(_read_page_text(location), location))
-    catalogs.extend(_open_mirror(url, store) for url in mirrors)
+    catalogs: list[Catalog] = [
+        read_page(_read_page_text(location), location) for location in metadata
+    ]
+    if mirrors:
+        the_store = store_from_option(store)
+        catalogs.extend(open_mirrors(mirrors, store=the_store, warn=_warn))
     if len(catalogs) == 1:
         return catalogs[0]
     return Catalog.merge(catalogs)

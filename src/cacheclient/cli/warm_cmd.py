@@ -64,15 +64,18 @@ def _read(path: str, what: str) -> str:
 def _catalog(manifest: Any, store: Store, offline: bool) -> Catalog:
     from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
     from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
-    from cacheclient.indexcache import open_mirror  # noqa: PLC0415
+    from cacheclient.indexcache import open_mirrors  # noqa: PLC0415
 
     catalogs: list[Catalog] = []
     if manifest.metadata:
         catalogs.append(load_catalog(list(manifest.metadata), []))
-    catalogs.extend(
-        open_mirror(normalise_mirror(m.url), store=store, offline=offline) for m in manifest.mirrors
-    )
+    urls = [normalise_mirror(m.url) for m in manifest.mirrors]
+    catalogs.extend(open_mirrors(urls, store=store, offline=offline, warn=_warn))
     return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
+
+
+def _warn(message: str) -> None:
+    print(f"cacheclient: warning: {message}", file=sys.stderr)
 
 
 def _this_host() -> Profile:
@@ -99,7 +102,10 @@ def _print_human(report: WarmReport, cache_key: str | None) -> None:
         f" failed {t['blobs_failed']}; {t['bytes_transferred']} bytes in {t['seconds']} s"
     )
     for mirror, counts in t["mirrors"].items():
-        print(f"  {mirror}: {counts['builds']} builds, {counts['blobs_fetched']} blobs fetched")
+        print(
+            f"  {mirror}: {counts['builds']} builds, {counts['blobs_fetched']} blobs fetched, "
+            f"{counts['requests']} requests, {counts['failures']} failures"
+        )
     if t["not_signature_checked"]:
         print("NOT signature-checked: " + ", ".join(t["not_signature_checked"]))
     for sel in report.missing:

@@ -90,7 +90,7 @@ def load_catalog(
 ) -> Catalog:
     """One catalog from cache.spack.io pages and mirrors (indexes cached in *store*)."""
     from cacheclient.catalog import Catalog  # noqa: PLC0415
-    from cacheclient.indexcache import open_mirror  # noqa: PLC0415
+    from cacheclient.indexcache import open_mirrors  # noqa: PLC0415
 
     if not mirrors and not metadata:
         raise UsageError("no source given: pass mirrors or metadata pages")
@@ -98,7 +98,7 @@ def load_catalog(
     if metadata:
         page: Any = importlib.import_module("cacheclient.sources.page")
         catalogs += [page.read_page(_page_text(loc), loc) for loc in metadata]
-    catalogs += [open_mirror(url, store=store, offline=offline) for url in mirrors]
+    catalogs += open_mirrors(mirrors, store=store, offline=offline)
     return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
 
 
