@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    /work/venv/bin/python bench/bench_fetch.py            # 1 GiB + 200 artifacts
-    /work/venv/bin/python bench/bench_fetch.py --size-mib 256 --small 50
+    python bench/bench_fetch.py            # 1 GiB + 200 artifacts
+    python bench/bench_fetch.py --size-mib 256 --small 50
 
 1. *Large*: one random artifact served by Debian's nginx on 127.0.0.1. ``curl -o FILE`` and
    cacheclient's verified download (stream into the store's ``.partial`` file hashing as it

@@ -1,6 +1,6 @@
 """Resolve one package from a 60,000-record index: cold (parse) and warm (index store).
 
-Run: ``/work/venv/bin/python bench/bench_resolve.py [--records N] [--repeat K]``
+Run: ``python bench/bench_resolve.py [--records N] [--repeat K]``
 
 Prints, for the same index file:
 
