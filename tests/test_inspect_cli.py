@@ -161,3 +161,16 @@ class TestBadInput:
         page.write_bytes(b"---\ntitle: \xff\n---\n")
         assert main(["inspect", str(page)]) == 7
         assert "not UTF-8" in capsys.readouterr().err
+
+
+class TestLegacyLayout:
+    def test_layout_0_mirror_is_refused_with_a_clear_reason(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from paths import REALDATA
+
+        mirror = REALDATA / "spack-test-mirrors" / "legacy_yaml"
+        assert main(["inspect", str(mirror)]) == 7
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert "layout-0 mirror (build_cache/*.spec.yaml" in err

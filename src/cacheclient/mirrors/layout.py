@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from cacheclient.errors import MetadataError
 from cacheclient.model import BuildRecord
@@ -133,9 +134,22 @@ def detect_layouts(read: Callable[[str], bytes | None], where: str) -> tuple[int
     if read(INDEX_V2_HASH) is not None or read(INDEX_V2) is not None:
         found.append(2)
     if not found:
-        raise MetadataError(
-            where,
-            "",
-            f"not a Spack binary mirror: neither {INDEX_V3} nor {INDEX_V2} found at {where}",
-        )
+        problem = f"not a Spack binary mirror: neither {INDEX_V3} nor {INDEX_V2} found at {where}"
+        if _has_legacy_yaml(where):
+            problem = (
+                "a layout-0 mirror (build_cache/*.spec.yaml, Spack 0.17 and older), "
+                "which cacheclient does not read (nor does Spack 1.x): rebuild or migrate it"
+            )
+        raise MetadataError(where, "", problem)
     return tuple(found)
+
+
+def _has_legacy_yaml(where: str) -> bool:
+    """Whether a local mirror holds only layout-0 ``*.spec.yaml`` files (a hint for errors)."""
+    if "://" in where and not where.startswith("file://"):
+        return False
+    folder = Path(where.removeprefix("file://")) / "build_cache"
+    try:
+        return any(p.name.endswith(".spec.yaml") for p in folder.iterdir())
+    except OSError:
+        return False
