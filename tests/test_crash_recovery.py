@@ -1,8 +1,10 @@
-"""``kill -9`` in the middle of a download, an extraction and every store or root write.
+"""``kill -9`` in the middle of a download, an extraction and every store or root write,
+and Ctrl-C while a download is blocked.
 
 After each kill, the store still holds only verified blobs and the root only complete
 prefixes that its database lists; the same command run again resumes (downloads continue
-with a ``Range`` request) or restarts, and ends verified with nothing left over.
+with a ``Range`` request, also when another process was waiting for the dead one's lock) or
+restarts, and ends verified with nothing left over.
 """
 
 from __future__ import annotations
@@ -154,6 +156,40 @@ class TestKillDuringDownload:
         assert ranges[0] == ""
         assert int(ranges[1][len("bytes=") : -1]) >= cut
         assert set(store_builds(store)) == {build.record.hash}
+        assert_clean(store, allow_partials=False)
+
+    def test_ctrl_c_ends_at_once_and_the_rerun_resumes(
+        self, big: WrittenMirror, fault_server: MakeFaultServer, tmp_path: Path
+    ) -> None:
+        """SIGINT while a download thread is blocked in a read: exit 130 now, one line."""
+        (build,) = big.builds.values()
+        tar_url_path = "/" + build.tarball.path
+        server = fault_server(big.root)
+        cut = 8 << 20
+        server.inject(
+            Fault(kind="stall", path=tar_url_path, after_bytes=cut, stall_seconds=30, times=1)
+        )
+        store = tmp_path / "store"
+        args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
+        args += ["--allow-unsigned", "--quiet"]
+        partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cacheclient", *args],
+            env=cli_env({"CACHECLIENT_READ_TIMEOUT": "60"}),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(lambda: partial.exists() and partial.stat().st_size >= cut, proc, "8 MiB")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)  # the stall lasts 30 s: waiting for it fails
+        assert proc.returncode == 130
+        assert err == "cacheclient: interrupted\n"
+        assert store_problems(store) == []
+        result = run_cli(args)
+        assert result.code == 0, result.err
+        ranges = [r.range for r in server.requests() if r.path == tar_url_path]
+        assert int(ranges[-1][len("bytes=") : -1]) >= cut
         assert_clean(store, allow_partials=False)
 
 

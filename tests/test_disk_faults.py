@@ -170,6 +170,30 @@ class TestDiskFullWhileInstalling:
         assert_clean(store, root, allow_partials=False)
 
 
+    @pytest.mark.parametrize("free_kib", range(0, 28, 4))
+    def test_every_stage_on_a_nearly_full_root(
+        self, free_kib: int, big: WrittenMirror, tmpfs: Mount, tmp_path: Path
+    ) -> None:
+        """Extraction, relocation, the rename and the database write each meet ENOSPC for
+        some free space: the root never holds a prefix its database does not list."""
+        store = tmp_path / "store"
+        assert run_cli(fetch_args(big.root, store, "smallpkg")).code == 0
+        point = tmpfs("1m")
+        root = point / "root"
+        filler = point / "filler"
+        stat = os.statvfs(point)
+        filler.write_bytes(b"\0" * max(stat.f_bavail * stat.f_frsize - free_kib * 1024, 0))
+        result = run_cli(install_args(big.root, store, root, "smallpkg"))
+        if result.code != 0:
+            assert_one_line_error(result.err, result.code, 8, "no space left on device")
+        assert_clean(store, root, allow_partials=False)
+        filler.unlink()
+        result = run_cli(install_args(big.root, store, root, "smallpkg"))
+        assert result.code == 0, result.err
+        assert len(list(root.glob("linux-x86_64_v3/smallpkg-*"))) == 1
+        assert_clean(store, root, allow_partials=False)
+
+
 class TestReadOnly:
     def test_empty_read_only_store(
         self, big: WrittenMirror, tmpfs: Mount, nginx_mirror: ServeDir

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -80,15 +79,6 @@ def assert_complete(store: Path) -> None:
     builds = store_builds(store)
     assert set(CLOSURE) <= set(builds), sorted(builds)
     assert_clean(store)
-
-
-@dataclass(frozen=True)
-class Case:
-    faults: list[Fault]
-    code: int
-    words: tuple[str, ...] = ()
-    failed_build: str | None = TOOL
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _f(**kw: object) -> Callable[[], list[Fault]]:

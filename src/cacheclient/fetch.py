@@ -643,7 +643,7 @@ class _Fetcher:
                 spec_json = split_clearsigned(text, url).payload.encode("utf-8")
         spec_digest = hashlib.sha256(spec_json).hexdigest()
         present = self.store.has_blob(spec_digest)
-        self.store.put_blob(spec_json, checksum=spec_digest)
+        self.store.put_blob(spec_json, checksum=spec_digest, pin=True)
         self.store.pin(spec_digest)
         spec_ref = BlobRef(
             media_type=f"application/vnd.spack.spec.v{spec.format_version}+json",
@@ -745,19 +745,21 @@ def _run_all(
     errors: dict[str, BaseException] = {}
     if not items:
         return results, errors
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(work, item): h for h, item in items.items()}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                dag_hash = futures[future]
-                try:
-                    results[dag_hash] = future.result()
-                except (CacheClientError, _NotHere) as exc:
-                    errors[dag_hash] = exc
-        except BaseException:
-            fetcher.cancelled.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    # Not a ``with`` block: its exit would wait for a thread blocked in a read after Ctrl-C.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = {pool.submit(work, item): h for h, item in items.items()}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            dag_hash = futures[future]
+            try:
+                results[dag_hash] = future.result()
+            except (CacheClientError, _NotHere) as exc:
+                errors[dag_hash] = exc
+    except BaseException:
+        fetcher.cancelled.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results, errors
 
 

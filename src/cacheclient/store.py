@@ -430,8 +430,25 @@ class Store:
         for lock in pins.values():
             lock.release()
 
+    def _hold(self, checksum: str) -> None:
+        """Take the blob's shared ``.use`` lock *before* it appears, so a concurrent ``gc``
+        cannot evict it between its arrival and :meth:`pin` (best effort, as in pin)."""
+        with self._lock:
+            if checksum in self._pins:
+                return
+            lock = _FileLock(self._lock_path(checksum, "use"))
+            try:
+                lock.acquire(shared=True)
+            except StoreError:
+                return
+            self._pins[checksum] = lock
+
     def commit_partial(self, partial: Path, checksum: str) -> Path:
-        """Move a verified download into ``blobs/`` (fsync, rename) and drop its sidecar."""
+        """Move a verified download into ``blobs/`` (fsync, rename) and drop its sidecar.
+
+        The blob is pinned for this process from before it appears (see :meth:`pin`).
+        """
+        self._hold(checksum)
         target = self.blob_path(checksum)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -457,11 +474,16 @@ class Store:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def put_blob(self, data: bytes, *, checksum: str | None = None) -> str:
-        """Store *data* as a blob (verifying *checksum* when given); returns its sha256."""
+    def put_blob(self, data: bytes, *, checksum: str | None = None, pin: bool = False) -> str:
+        """Store *data* as a blob (verifying *checksum* when given); returns its sha256.
+
+        With *pin*, the blob is pinned for this process from before it appears.
+        """
         actual = hashlib.sha256(data).hexdigest()
         if checksum is not None and checksum != actual:
             raise StoreError(f"blob {checksum}: content hashes to {actual}")
+        if pin:  # pinned before it appears: a concurrent gc must not take it
+            self._hold(actual)
         if not self.has_blob(actual):
             self.write_file(os.path.relpath(self.blob_path(actual), self.root), data)
         return actual
@@ -581,7 +603,7 @@ class Store:
             db = json.dumps(
                 {"database": {"version": "8", "installs": installs}}, separators=(",", ":")
             ).encode()
-            digest = self.put_blob(db)
+            digest = self.put_blob(db, pin=True)
             record = {
                 "contentLength": len(db),
                 "mediaType": DB_MEDIA_TYPE,

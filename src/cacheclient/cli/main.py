@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False) -> int:
+    """Run one command; *program*: this is the process's own command line (not a library
+    call), so an interrupt may end the process at once."""
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or bool(os.environ.get("CACHECLIENT_DEBUG"))
     try:
@@ -48,6 +50,13 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
+        if program:
+            # Download threads may sit in a blocking read: do not wait for them at exit.
+            # Every file is consistent at any instant (partial files resume, flocks die
+            # with the process), so ending here loses nothing.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except BrokenPipeError:
         return 0
@@ -57,7 +66,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``cacheclient COMMAND ...``"""
     parser = build_parser()
-    return _run(parser, sys.argv[1:] if argv is None else argv)
+    return _run(parser, sys.argv[1:] if argv is None else argv, program=argv is None)
 
 
 class _SingleCommand:
@@ -83,7 +92,7 @@ def install_from_cache(argv: Sequence[str] | None = None) -> int:
     importlib.import_module("cacheclient.cli.install_cmd").register(single)
     if single.parser is None:  # pragma: no cover - register() always adds its parser
         raise RuntimeError("install_cmd.register added no parser")
-    return _run(single.parser, sys.argv[1:] if argv is None else argv)
+    return _run(single.parser, sys.argv[1:] if argv is None else argv, program=argv is None)
 
 
 if __name__ == "__main__":  # pragma: no cover

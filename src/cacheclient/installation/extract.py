@@ -139,8 +139,8 @@ def _split_name(name: str, limits: ExtractLimits, what: str = "name") -> tuple[s
     """The components of a member name, or _Refused when it is unsafe."""
     if _bad_text(name):
         raise _Refused(
-            name, f"{what} contains a NUL, newline, other control character or bytes that are "
-            "not UTF-8"
+            name,
+            f"{what} contains a NUL, newline, other control character or bytes that are not UTF-8",
         )
     if len(name.encode("utf-8", "surrogateescape")) > limits.max_name:
         raise _Refused(name, f"{what} is longer than {limits.max_name} bytes")

@@ -238,6 +238,17 @@ def _remove_stale_work_dirs(parents: set[Path]) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def _take_back(prefix: Path) -> None:
+    """Remove a prefix the database could not record (e.g. disk full), so the root never
+    holds an unrecorded one; a leftover is a work directory the next run removes."""
+    trash = prefix.parent / f".{prefix.name}.tmp-unrecorded"
+    try:
+        os.rename(prefix, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _check_externals(externals: Sequence[BuildRecord]) -> list[ExternalCheck]:
     out = []
     for rec in externals:
@@ -366,7 +377,13 @@ def install_fetched(
                     dependencies=tuple(d.hash for d in rec.runtime_dependencies()),
                 )
             )
-            db.save()
+            try:
+                db.save()
+            except StoreError:
+                if known is None:  # no database names this prefix: take it back out
+                    db.remove(rec.hash)
+                    _take_back(final)
+                raise
             status: Status = "reinstalled" if known is not None else "installed"
             builds.append(
                 InstalledBuild(

@@ -127,8 +127,9 @@ def _stacks(entry: dict[str, Any], path: str, source: str) -> tuple[str, ...]:
     for i, stack in enumerate(stacks):
         if not _STACK.match(stack):
             raise MetadataError(
-                source, f"{path}.stacks[{i}]", f"not a stack name: {stack!r:.80} (URLs and paths "
-                "are not allowed)"
+                source,
+                f"{path}.stacks[{i}]",
+                f"not a stack name: {stack!r:.80} (URLs and paths are not allowed)",
             )
     return tuple(stacks)
 
