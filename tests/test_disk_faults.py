@@ -169,7 +169,6 @@ class TestDiskFullWhileInstalling:
         assert len(list(root.glob("linux-x86_64_v3/*pkg-*"))) == 2
         assert_clean(store, root, allow_partials=False)
 
-
     @pytest.mark.parametrize("free_kib", range(0, 28, 4))
     def test_every_stage_on_a_nearly_full_root(
         self, free_kib: int, big: WrittenMirror, tmpfs: Mount, tmp_path: Path
