@@ -26,6 +26,7 @@ from cacheclient.errors import UsageError
 from cacheclient.fetch import DEFAULT_MIRROR_BASE, FetchResult, fetch_builds
 from cacheclient.model import BuildRecord
 from cacheclient.reporter import Reporter, make_reporter
+from cacheclient.sourcing import load_catalog
 from cacheclient.store import INDEX_MANIFEST, Store, store_from_option
 
 __all__ = [
@@ -76,9 +77,6 @@ def _config_value(name: str) -> Any:
 
 def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[str]]:
     """The merged catalog of ``--metadata`` pages and ``--mirror``s, and the mirror URLs."""
-    from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
-    from cacheclient.indexcache import open_mirrors  # noqa: PLC0415
-
     mirrors = [normalise_mirror(m) for m in (args.mirror or [])]
     metadata = list(getattr(args, "metadata", None) or [])
     if not mirrors and not metadata:
@@ -88,11 +86,7 @@ def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[
         mirrors = [str(store.root)]  # the store is a mirror of everything it holds
     if not mirrors and not metadata:
         raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
-    catalogs: list[Catalog] = []
-    if metadata:
-        catalogs.append(load_catalog(metadata, []))
-    catalogs.extend(open_mirrors(mirrors, store=store, offline=offline, warn=_warn))
-    catalog = catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
+    catalog = load_catalog(metadata, mirrors, store=store, offline=offline, warn=_warn)
     return catalog, mirrors
 
 

@@ -110,9 +110,9 @@ def _tarball_blob(record: BuildRecord, mirrors: list[str]) -> BlobRef | None:
 
 def _catalog_read_only(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
     """Like ``fetch``'s sources, but reading indexes directly: no cache is written."""
-    from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
     from cacheclient.config import load_config  # noqa: PLC0415
     from cacheclient.mirrors.open import open_catalog  # noqa: PLC0415
+    from cacheclient.sourcing import load_catalog  # noqa: PLC0415
     from cacheclient.transport import reader_for  # noqa: PLC0415
 
     mirrors = [normalise_mirror(m) for m in (args.mirror or [])]

@@ -6,10 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from cacheclient.catalog import Catalog
 from cacheclient.cli._common import (
     add_host_options,
     add_output_options,
@@ -18,15 +16,14 @@ from cacheclient.cli._common import (
     print_json,
 )
 from cacheclient.config import load_config
-from cacheclient.errors import MetadataError, NoMatchError, UsageError
+from cacheclient.errors import NoMatchError, UsageError
 from cacheclient.host import HostProfile, host_from_args
-from cacheclient.indexcache import open_mirrors
 from cacheclient.resolve import Resolution, closest_candidates, no_match_message, resolve
-from cacheclient.sources.page import read_page
+from cacheclient.sourcing import load_catalog
 from cacheclient.spec import parse_requests
 from cacheclient.store import store_from_option
 
-__all__ = ["load_catalog", "os_compat_from_args", "register", "run"]
+__all__ = ["os_compat_from_args", "register", "run"]
 
 _SHOWN_WHEN_NOTHING_MATCHES = 5
 
@@ -49,40 +46,8 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _read_page_text(location: str) -> str:
-    if location.startswith(("http://", "https://")):
-        from cacheclient.transport import transport_for  # noqa: PLC0415
-
-        data = transport_for(location).read(location)
-        if data is None:
-            raise MetadataError(location, "", "page not found")
-        return data.decode("utf-8", errors="replace")
-    path = Path(location[len("file://") :] if location.startswith("file://") else location)
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise UsageError(f"--metadata {location}: cannot read: {exc.strerror}") from None
-
-
 def _warn(message: str) -> None:
     print(f"cacheclient: warning: {message}", file=sys.stderr)
-
-
-def load_catalog(
-    metadata: Sequence[str], mirrors: Sequence[str], *, store: str | None = None
-) -> Catalog:
-    """One catalog from every ``--metadata`` page and ``--mirror``, merged."""
-    if not metadata and not mirrors:
-        raise UsageError("no source given: pass --metadata PAGE or --mirror URL")
-    catalogs: list[Catalog] = [
-        read_page(_read_page_text(location), location) for location in metadata
-    ]
-    if mirrors:
-        the_store = store_from_option(store)
-        catalogs.extend(open_mirrors(mirrors, store=the_store, warn=_warn))
-    if len(catalogs) == 1:
-        return catalogs[0]
-    return Catalog.merge(catalogs)
 
 
 def os_compat_from_args(args: argparse.Namespace) -> str:
@@ -131,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     host = host_from_args(args)
     os_compat = os_compat_from_args(args)
     mirrors = list(args.mirror) or ([] if args.metadata else list(load_config().mirrors))
-    catalog = load_catalog(args.metadata, mirrors, store=getattr(args, "store", None))
+    store = store_from_option(getattr(args, "store", None)) if mirrors else None
+    catalog = load_catalog(args.metadata, mirrors, store=store, warn=_warn)
     results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
     failed = [r for r in results if r.selected is None]
     if args.json:

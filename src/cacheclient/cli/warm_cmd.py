@@ -63,15 +63,10 @@ def _read(path: str, what: str) -> str:
 
 def _catalog(manifest: Any, store: Store, offline: bool) -> Catalog:
     from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
-    from cacheclient.cli.resolve_cmd import load_catalog  # noqa: PLC0415
-    from cacheclient.indexcache import open_mirrors  # noqa: PLC0415
+    from cacheclient.sourcing import load_catalog  # noqa: PLC0415
 
-    catalogs: list[Catalog] = []
-    if manifest.metadata:
-        catalogs.append(load_catalog(list(manifest.metadata), []))
     urls = [normalise_mirror(m.url) for m in manifest.mirrors]
-    catalogs.extend(open_mirrors(urls, store=store, offline=offline, warn=_warn))
-    return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
+    return load_catalog(manifest.metadata, urls, store=store, offline=offline, warn=_warn)
 
 
 def _warn(message: str) -> None:

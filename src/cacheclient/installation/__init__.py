@@ -15,15 +15,13 @@ verify their runtime closures into the store, and install them (relocated) under
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import platformdirs
 
-from cacheclient.errors import MetadataError, UsageError
 from cacheclient.installation.installer import (
     DEFAULT_PROJECTION,
     ExternalCheck,
@@ -70,36 +68,13 @@ def default_root() -> Path:
     return Path(platformdirs.user_data_dir("cacheclient")) / "root"
 
 
-def _page_text(location: str) -> str:
-    if location.startswith(("http://", "https://")):
-        from cacheclient.transport import transport_for  # noqa: PLC0415
-
-        data = transport_for(location).read(location)
-        if data is None:
-            raise MetadataError(location, "", "page not found")
-        return data.decode("utf-8", errors="replace")
-    path = Path(location.removeprefix("file://"))
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise UsageError(f"{location}: cannot read the page: {exc.strerror}") from None
-
-
 def load_catalog(
     *, mirrors: Sequence[str] = (), metadata: Sequence[str] = (), store: Store, offline: bool
 ) -> Catalog:
     """One catalog from cache.spack.io pages and mirrors (indexes cached in *store*)."""
-    from cacheclient.catalog import Catalog  # noqa: PLC0415
-    from cacheclient.indexcache import open_mirrors  # noqa: PLC0415
+    from cacheclient.sourcing import load_catalog as load  # noqa: PLC0415
 
-    if not mirrors and not metadata:
-        raise UsageError("no source given: pass mirrors or metadata pages")
-    catalogs: list[Catalog] = []
-    if metadata:
-        page: Any = importlib.import_module("cacheclient.sources.page")
-        catalogs += [page.read_page(_page_text(loc), loc) for loc in metadata]
-    catalogs += open_mirrors(mirrors, store=store, offline=offline)
-    return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
+    return load(metadata, mirrors, store=store, offline=offline)
 
 
 def install(
