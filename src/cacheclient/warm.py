@@ -28,6 +28,7 @@ __all__ = [
     "Selection",
     "WarmReport",
     "check_against_lock",
+    "fetch_from",
     "host_for_profile",
     "warm",
     "warm_from_lock",
@@ -259,6 +260,33 @@ def _make_lock(
     )
 
 
+def fetch_from(
+    records: Sequence[BuildRecord],
+    mirrors: Sequence[MirrorEntry],
+    *,
+    store: Store,
+    jobs: int = 8,
+    allow_unsigned: bool = False,
+    offline: bool = False,
+    reporter: Reporter | None = None,
+    mirror_base: str | None = None,
+) -> FetchResult:
+    """:func:`~cacheclient.fetch.fetch_builds` over manifest or lock mirror entries: the
+    store's trusted keys, and no signature required from mirrors marked ``signed: false``."""
+    return fetch_builds(
+        records,
+        mirrors=[m.url for m in mirrors],
+        store=store,
+        trust=None,
+        allow_unsigned=allow_unsigned,
+        unsigned_mirrors=[m.url for m in mirrors if not m.signed],
+        offline=offline,
+        jobs=jobs,
+        reporter=reporter,
+        mirror_base=mirror_base,
+    )
+
+
 def warm(
     manifest: WarmManifest,
     *,
@@ -282,15 +310,13 @@ def warm(
     report.selections, records = _select(manifest, profiles, catalog)
     reporter = _FailureCounter(reporter, report.mirror_failures)
     try:
-        report.fetch = fetch_builds(
+        report.fetch = fetch_from(
             list(records.values()),
-            mirrors=[m.url for m in manifest.mirrors],
+            manifest.mirrors,
             store=store,
-            trust=None,
-            allow_unsigned=allow_unsigned,
-            unsigned_mirrors=[m.url for m in manifest.mirrors if not m.signed],
-            offline=offline,
             jobs=jobs,
+            allow_unsigned=allow_unsigned,
+            offline=offline,
             reporter=reporter,
             mirror_base=mirror_base,
         )
@@ -331,15 +357,13 @@ def warm_from_lock(
             )
     records = [lock.builds[h].to_record() for h in lock.all_hashes()]
     try:
-        report.fetch = fetch_builds(
+        report.fetch = fetch_from(
             records,
-            mirrors=[m.url for m in lock.mirrors],
+            lock.mirrors,
             store=store,
-            trust=None,
-            allow_unsigned=allow_unsigned,
-            unsigned_mirrors=[m.url for m in lock.mirrors if not m.signed],
-            offline=offline,
             jobs=jobs,
+            allow_unsigned=allow_unsigned,
+            offline=offline,
             reporter=reporter,
         )
         check_against_lock(lock, report.fetch)

@@ -16,7 +16,7 @@ from cacheclient.cli.fetch_cmd import (
     resolve_and_fetch,
 )
 from cacheclient.errors import CacheClientError, NoMatchError, UsageError
-from cacheclient.fetch import FetchResult, fetch_builds
+from cacheclient.fetch import FetchResult
 from cacheclient.installation import DEFAULT_PROJECTION, default_root, format_projection
 from cacheclient.installation.installdb import read_db
 from cacheclient.installation.installer import InstallResult, install_fetched
@@ -226,7 +226,7 @@ def _fetch_from_lock(
     """Fetch, with no index and no resolution, the closure a lock names for this host."""
     from cacheclient.cli.fetch_cmd import _jobs  # noqa: PLC0415
     from cacheclient.host import host_from_args  # noqa: PLC0415
-    from cacheclient.warm import check_against_lock  # noqa: PLC0415
+    from cacheclient.warm import check_against_lock, fetch_from  # noqa: PLC0415
 
     try:
         text = Path(args.from_lock).read_text(encoding="utf-8")
@@ -242,15 +242,13 @@ def _fetch_from_lock(
             )
         order.update(dict.fromkeys(spec.closure))
     store = store_from_option(getattr(args, "store", None))
-    fetched = fetch_builds(
+    fetched = fetch_from(
         [lock.builds[h].to_record() for h in order],
-        mirrors=[m.url for m in lock.mirrors],
+        lock.mirrors,
         store=store,
-        trust=None,
-        allow_unsigned=bool(args.allow_unsigned),
-        unsigned_mirrors=[m.url for m in lock.mirrors if not m.signed],
-        offline=bool(args.offline),
         jobs=_jobs(args),
+        allow_unsigned=bool(args.allow_unsigned),
+        offline=bool(args.offline),
         reporter=reporter,
     )
     check_against_lock(lock, fetched)
