@@ -430,3 +430,28 @@ class TestBrokenMirror:
         m = manifest(tmp_path, refused_url())
         assert main(["warm", str(m), "--store", str(tmp_path / "s"), "--quiet"]) == 5
         assert "connection failed" in capsys.readouterr().err
+
+
+class TestV2Layout:
+    def test_lock_of_a_v2_mirror_fetches_again_without_an_index(
+        self, tmp_path: Path, capsys: Capture
+    ) -> None:
+        from paths import V2_MIRRORS
+
+        m = tmp_path / "m.yaml"
+        m.write_text(
+            f"mirrors:\n  - url: {V2_MIRRORS / 'unsigned'}\n    signed: false\n"
+            "profiles:\n  - {platform: test, os: debian6, target: m1}\nspecs: [libdwarf]\n"
+        )
+        lock = tmp_path / "ci.lock"
+        args = ["--store", str(tmp_path / "s"), "--quiet"]
+        assert main(["warm", str(m), "--lock", str(lock), *args]) == 0
+        builds = json.loads(lock.read_text())["builds"]
+        assert {b["compiler"] for b in builds.values()} == {None, "gcc@=10.2.1"}
+        assert all(b["manifest"].startswith("build_cache/") for b in builds.values())
+        fresh = ["--store", str(tmp_path / "fresh"), "--quiet", "--json"]
+        capsys.readouterr()
+        assert main(["warm", "--from-lock", str(lock), *fresh]) == 0
+        totals = json.loads(capsys.readouterr().out)["totals"]
+        assert totals["builds"] == 3
+        assert len(totals["not_signature_checked"]) == 3

@@ -41,10 +41,13 @@ class LockedBuild:
     layout: int
     signer: str | None
     blobs: tuple[BlobRef, ...]
+    compiler: str | None = None
+    """Needed to spell v2 file names (``<arch>-<compiler>-<version>-...``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "compiler": self.compiler,
             "version": self.version,
             "platform": self.platform,
             "os": self.os,
@@ -74,6 +77,7 @@ class LockedBuild:
             platform=self.platform,
             os=self.os,
             target=self.target,
+            compiler=self.compiler,
             stacks=(self.mirror,),
             manifest_path=self.manifest if self.layout == 3 else None,
             blobs=self.blobs,
@@ -242,6 +246,7 @@ class _LockReader:
             layout=self.get(raw, "layout", f"{path}.layout", int),
             signer=self.opt_str(raw, "signer", f"{path}.signer"),
             blobs=tuple(blobs),
+            compiler=self.opt_str(raw, "compiler", f"{path}.compiler"),
         )
 
 

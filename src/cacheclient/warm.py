@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cacheclient.catalog import Catalog
@@ -217,13 +218,10 @@ def _selection(profile: Profile, request: str, res: Resolution) -> Selection:
     )
 
 
-def _locked_build(item: FetchedBuild) -> LockedBuild:
+def _locked_build(item: FetchedBuild, store: Path) -> LockedBuild:
     rec = item.record
-    manifest = str(item.manifest_path)
-    # The path inside the mirror (the store keeps mirror-relative paths for manifests).
-    marker = "/v3/manifests/" if item.layout == 3 else "/build_cache/"
-    if marker in manifest:
-        manifest = marker.lstrip("/") + manifest.split(marker, 1)[1]
+    # The store keeps manifests at their mirror-relative paths, so this is the mirror's path.
+    manifest = item.manifest_path.relative_to(store).as_posix()
     blobs = tuple(b.ref for b in sorted(item.blobs, key=lambda b: b.kind))
     return LockedBuild(
         hash=rec.hash,
@@ -237,13 +235,14 @@ def _locked_build(item: FetchedBuild) -> LockedBuild:
         layout=item.layout,
         signer=item.signer,
         blobs=blobs,
+        compiler=rec.compiler,
     )
 
 
 def _make_lock(
     mirrors: Sequence[MirrorEntry], selections: Sequence[Selection], fetched: FetchResult
 ) -> Lock:
-    builds = {item.record.hash: _locked_build(item) for item in fetched.items}
+    builds = {item.record.hash: _locked_build(item, fetched.store) for item in fetched.items}
     profiles: dict[Profile, list[LockedSpec]] = {}
     for sel in selections:
         profiles.setdefault(sel.profile, []).append(
