@@ -231,10 +231,10 @@ class TestGc:
         assert parse_size(text) == size
 
     @pytest.mark.parametrize(
-        ("text", "seconds"), [("90", 90), ("90m", 5400), ("12h", 43200), ("30d", 2592000)]
+        ("text", "age"), [("90", 90), ("90m", 5400), ("12h", 43200), ("30d", 2592000)]
     )
-    def test_parse_age(self, text: str, seconds: float) -> None:
-        assert parse_age(text) == seconds
+    def test_parse_age(self, text: str, age: float) -> None:
+        assert parse_age(text) == age  # a unit conversion, not a timing
 
     @pytest.mark.parametrize("bad", ["", "ten", "5X", "-1"])
     def test_bad_values(self, bad: str) -> None:
