@@ -79,3 +79,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def warn(message: str) -> None:
+    """A non-fatal problem the user should see (e.g. a mirror that was skipped), on stderr."""
+    print(f"cacheclient: warning: {message}", file=sys.stderr)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from cacheclient.cli._common import (
     add_source_options,
     add_store_option,
     print_json,
+    warn,
 )
 from cacheclient.errors import UsageError
 from cacheclient.fetch import DEFAULT_MIRROR_BASE, FetchResult, fetch_builds
@@ -86,12 +86,8 @@ def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[
         mirrors = [str(store.root)]  # the store is a mirror of everything it holds
     if not mirrors and not metadata:
         raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
-    catalog = load_catalog(metadata, mirrors, store=store, offline=offline, warn=_warn)
+    catalog = load_catalog(metadata, mirrors, store=store, offline=offline, warn=warn)
     return catalog, mirrors
-
-
-def _warn(message: str) -> None:
-    print(f"cacheclient: warning: {message}", file=sys.stderr)
 
 
 def collect_records(resolutions: Sequence[Any]) -> list[BuildRecord]:

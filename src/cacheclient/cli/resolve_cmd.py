@@ -14,6 +14,7 @@ from cacheclient.cli._common import (
     add_source_options,
     add_store_option,
     print_json,
+    warn,
 )
 from cacheclient.config import load_config
 from cacheclient.errors import NoMatchError, UsageError
@@ -44,10 +45,6 @@ def register(sub: Any) -> None:
     )
     add_output_options(parser)
     parser.set_defaults(func=run)
-
-
-def _warn(message: str) -> None:
-    print(f"cacheclient: warning: {message}", file=sys.stderr)
 
 
 def os_compat_from_args(args: argparse.Namespace) -> str:
@@ -97,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     os_compat = os_compat_from_args(args)
     mirrors = list(args.mirror) or ([] if args.metadata else list(load_config().mirrors))
     store = store_from_option(getattr(args, "store", None)) if mirrors else None
-    catalog = load_catalog(args.metadata, mirrors, store=store, warn=_warn)
+    catalog = load_catalog(args.metadata, mirrors, store=store, warn=warn)
     results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
     failed = [r for r in results if r.selected is None]
     if args.json:

@@ -9,7 +9,7 @@ from typing import Any
 
 from cacheclient.catalog import Catalog
 from cacheclient.cimanifest import Profile, parse_manifest_text
-from cacheclient.cli._common import add_output_options, add_store_option, print_json
+from cacheclient.cli._common import add_output_options, add_store_option, print_json, warn
 from cacheclient.errors import UsageError
 from cacheclient.lock import Lock
 from cacheclient.reporter import make_reporter
@@ -66,11 +66,7 @@ def _catalog(manifest: Any, store: Store, offline: bool) -> Catalog:
     from cacheclient.sourcing import load_catalog  # noqa: PLC0415
 
     urls = [normalise_mirror(m.url) for m in manifest.mirrors]
-    return load_catalog(manifest.metadata, urls, store=store, offline=offline, warn=_warn)
-
-
-def _warn(message: str) -> None:
-    print(f"cacheclient: warning: {message}", file=sys.stderr)
+    return load_catalog(manifest.metadata, urls, store=store, offline=offline, warn=warn)
 
 
 def _this_host() -> Profile:
