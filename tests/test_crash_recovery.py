@@ -16,12 +16,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from cacheclient.cli.main import main
-from cacheclient.mirrors.writer import WrittenMirror
+from cacheclient.mirrors.writer import WrittenBuild, WrittenMirror
 from paths import SPACK_V3_KEY, SPACK_V3_SIGNED
 from reliability import (
     BIG_HOST,
@@ -68,19 +68,51 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
 
+class _Stalled(NamedTuple):
+    build: WrittenBuild
+    tar_url_path: str
+    server: FaultServer
+    store: Path
+    args: list[str]
+    partial: Path
+
+
+def _stalled_fetch(
+    big: WrittenMirror,
+    fault_server: MakeFaultServer,
+    tmp_path: Path,
+    *,
+    after_bytes: int,
+    times: int | None = None,
+) -> _Stalled:
+    """A mirror whose tarball stalls after *after_bytes*, and the ``fetch`` that hits it."""
+    (build,) = big.builds.values()
+    tar_url_path = "/" + build.tarball.path
+    server = fault_server(big.root)
+    server.inject(
+        Fault(
+            kind="stall",
+            path=tar_url_path,
+            after_bytes=after_bytes,
+            stall_seconds=30,
+            times=times,
+        )
+    )
+    store = tmp_path / "store"
+    args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
+    args += ["--allow-unsigned", "--quiet"]
+    partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
+    return _Stalled(build, tar_url_path, server, store, args, partial)
+
+
 class TestKillDuringDownload:
     def test_rerun_resumes_with_a_range_request(
         self, big: WrittenMirror, fault_server: MakeFaultServer, tmp_path: Path
     ) -> None:
-        (build,) = big.builds.values()
-        tar_url_path = "/" + build.tarball.path
-        server = fault_server(big.root)
         cut = 8 << 20
-        server.inject(Fault(kind="stall", path=tar_url_path, after_bytes=cut, stall_seconds=30))
-        store = tmp_path / "store"
-        args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
-        args += ["--allow-unsigned", "--quiet"]
-        partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
+        build, tar_url_path, server, store, args, partial = _stalled_fetch(
+            big, fault_server, tmp_path, after_bytes=cut
+        )
         proc = _start(args)
         _wait_for(lambda: partial.exists() and partial.stat().st_size >= cut, proc, "8 MiB")
         _kill(proc)
@@ -100,14 +132,9 @@ class TestKillDuringDownload:
         self, big: WrittenMirror, fault_server: MakeFaultServer, tmp_path: Path
     ) -> None:
         """The kept prefix no longer matches (the validator changed): start from zero."""
-        (build,) = big.builds.values()
-        tar_url_path = "/" + build.tarball.path
-        server = fault_server(big.root)
-        server.inject(Fault(kind="stall", path=tar_url_path, after_bytes=4 << 20, stall_seconds=30))
-        store = tmp_path / "store"
-        args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
-        args += ["--allow-unsigned", "--quiet"]
-        partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
+        build, _, server, store, args, partial = _stalled_fetch(
+            big, fault_server, tmp_path, after_bytes=4 << 20
+        )
         proc = _start(args)
         _wait_for(lambda: partial.exists() and partial.stat().st_size >= 4 << 20, proc, "4 MiB")
         _kill(proc)
@@ -124,17 +151,10 @@ class TestKillDuringDownload:
         self, big: WrittenMirror, fault_server: MakeFaultServer, tmp_path: Path
     ) -> None:
         """B waits for A's download lock; A is killed; B continues A's partial file."""
-        (build,) = big.builds.values()
-        tar_url_path = "/" + build.tarball.path
-        server = fault_server(big.root)
         cut = 8 << 20
-        server.inject(
-            Fault(kind="stall", path=tar_url_path, after_bytes=cut, stall_seconds=30, times=1)
+        build, tar_url_path, server, store, args, partial = _stalled_fetch(
+            big, fault_server, tmp_path, after_bytes=cut, times=1
         )
-        store = tmp_path / "store"
-        args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
-        args += ["--allow-unsigned", "--quiet"]
-        partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
         first = _start(args)
         _wait_for(lambda: partial.exists() and partial.stat().st_size >= cut, first, "8 MiB")
         manifest = "/" + str(build.manifest_path)
@@ -162,17 +182,10 @@ class TestKillDuringDownload:
         self, big: WrittenMirror, fault_server: MakeFaultServer, tmp_path: Path
     ) -> None:
         """SIGINT while a download thread is blocked in a read: exit 130 now, one line."""
-        (build,) = big.builds.values()
-        tar_url_path = "/" + build.tarball.path
-        server = fault_server(big.root)
         cut = 8 << 20
-        server.inject(
-            Fault(kind="stall", path=tar_url_path, after_bytes=cut, stall_seconds=30, times=1)
+        _, tar_url_path, server, store, args, partial = _stalled_fetch(
+            big, fault_server, tmp_path, after_bytes=cut, times=1
         )
-        store = tmp_path / "store"
-        args = ["fetch", "bigpkg", *BIG_HOST, "--mirror", server.url, "--store", str(store)]
-        args += ["--allow-unsigned", "--quiet"]
-        partial = store / ".cacheclient" / "partial" / f"{build.tarball.checksum}.partial"
         proc = subprocess.Popen(
             [sys.executable, "-m", "cacheclient", *args],
             env=cli_env({"CACHECLIENT_READ_TIMEOUT": "60"}),
