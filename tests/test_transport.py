@@ -36,6 +36,21 @@ from servers import Fault, FaultServer, NginxServer, refused_url
 INDEX = "v3/manifests/index/index.manifest.json"
 
 
+def _validator(http: HttpTransport, url: str) -> str | None:
+    """The ETag (or Last-Modified) the server gives *url* now."""
+    stream = http._open(url, 0, None)
+    stream.close()
+    return stream.validator
+
+
+def _left_partial(tmp_path: Path, url: str, data: bytes, validator: str | None) -> Path:
+    """A ``.partial`` file (and its sidecar) as an interrupted download of *url* leaves it."""
+    part = tmp_path / "p"
+    part.write_bytes(data)
+    (tmp_path / "p.meta").write_text(json.dumps({"url": url, "validator": validator}))
+    return part
+
+
 class Sleeps:
     """Records the delays the retry policy asks for instead of sleeping."""
 
@@ -369,12 +384,7 @@ class TestDownload:
     ) -> None:
         server = nginx_mirror(payload.parent.parent, ranges=False)
         url = f"{server.url}/blobs/big"
-        part = tmp_path / "p"
-        etag = http._open(url, 0, None)
-        validator = etag.validator
-        etag.close()
-        part.write_bytes(payload.read_bytes()[:5000])
-        (tmp_path / "p.meta").write_text(json.dumps({"url": url, "validator": validator}))
+        part = _left_partial(tmp_path, url, payload.read_bytes()[:5000], _validator(http, url))
         result = http.download(url, part, expected_size=payload.stat().st_size)
         assert result is not None
         assert result.resumed_from == 0
@@ -390,9 +400,8 @@ class TestDownload:
     ) -> None:
         server = nginx_mirror(payload.parent.parent)
         url = f"{server.url}/blobs/big"
-        part = tmp_path / "p"
-        part.write_bytes(b"\0" * 5000)  # stale bytes from an older version of the file
-        (tmp_path / "p.meta").write_text(json.dumps({"url": url, "validator": '"old-etag"'}))
+        # stale bytes from an older version of the file
+        part = _left_partial(tmp_path, url, b"\0" * 5000, '"old-etag"')
         result = http.download(url, part, expected_size=payload.stat().st_size)
         assert result is not None
         assert result.sha256 == _sha(payload)
@@ -409,12 +418,7 @@ class TestDownload:
     ) -> None:
         server = nginx_mirror(payload.parent.parent)
         url = f"{server.url}/blobs/big"
-        stream = http._open(url, 0, None)
-        validator = stream.validator
-        stream.close()
-        part = tmp_path / "p"
-        part.write_bytes(payload.read_bytes()[:123457])
-        (tmp_path / "p.meta").write_text(json.dumps({"url": url, "validator": validator}))
+        part = _left_partial(tmp_path, url, payload.read_bytes()[:123457], _validator(http, url))
         result = http.download(url, part, expected_size=payload.stat().st_size)
         assert result is not None
         assert result.resumed_from == 123457
@@ -431,12 +435,8 @@ class TestDownload:
     ) -> None:
         server = nginx_mirror(payload.parent.parent)
         url = f"{server.url}/blobs/big"
-        stream = http._open(url, 0, None)
-        validator = stream.validator
-        stream.close()
-        part = tmp_path / "p"
-        part.write_bytes(payload.read_bytes() + b"trailing junk")
-        (tmp_path / "p.meta").write_text(json.dumps({"url": url, "validator": validator}))
+        data = payload.read_bytes() + b"trailing junk"
+        part = _left_partial(tmp_path, url, data, _validator(http, url))
         result = http.download(url, part)  # size unknown, as for v2 tarballs
         assert result is not None
         assert result.sha256 == _sha(payload)
