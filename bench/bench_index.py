@@ -40,7 +40,7 @@ def _measure(kind: str, path: str) -> dict[str, float]:
 
         orjson.loads(Path(path).read_bytes())
     else:
-        from cacheclient.sources import database
+        from cacheclient.metadata import database
 
         if kind == "catalog/json":
             database._orjson = None  # force the stdlib path

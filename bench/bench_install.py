@@ -30,8 +30,9 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from cacheclient.host import HostProfile
-from cacheclient.installation import install, install_fetched
+from cacheclient.installation import install_fetched
+from cacheclient.pipeline import install
+from cacheclient.resolution.host import HostProfile
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
 
@@ -82,8 +83,8 @@ def one_run(
     results: dict[str, list[float]],
 ) -> None:
     from cacheclient.fetch import fetch_builds
-    from cacheclient.installation import load_catalog
-    from cacheclient.resolve import resolve_or_raise
+    from cacheclient.mirrors.catalogs import load_catalog
+    from cacheclient.resolution.resolve import resolve_or_raise
 
     out = work / f"tar{i}"
     out.mkdir()
@@ -101,7 +102,7 @@ def one_run(
 
     # install alone, on the verified items of a warm fetch
     store = Store(store_dir)
-    catalog = load_catalog(mirrors=[url], store=store, offline=False)
+    catalog = load_catalog([], [url], store=store, offline=False)
     res = resolve_or_raise(specs, catalog, HOST)
     records = list({r.hash: r for x in res for r in x.closure}.values())
     items = fetch_builds(records, mirrors=[url], store=store, trust=None).items

@@ -5,7 +5,8 @@ Run: ``python bench/bench_resolve.py [--records N] [--repeat K]``
 Prints, for the same index file:
 
 * ``json.load``: the floor for any reader that parses the whole JSON;
-* cold: read + parse into the lazy :class:`~cacheclient.catalog.Catalog` + resolve one package;
+* cold: read + parse into the lazy :class:`~cacheclient.metadata.catalog.Catalog` + resolve
+  one package;
 * build store: the one-time cost of writing the sqlite index store (after a cold parse);
 * warm: open the store by checksum + resolve (and the same plus hashing the file, for
   sources that do not publish the checksum);
@@ -27,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from cacheclient.errors import MetadataError
-from cacheclient.host import HostProfile
-from cacheclient.indexstore import build_index_store, index_checksum, open_index_store
-from cacheclient.resolve import resolve
-from cacheclient.sources.database import parse_database
+from cacheclient.metadata.database import parse_database
+from cacheclient.mirrors.parsed_index import build_index_store, index_checksum, open_index_store
+from cacheclient.resolution.host import HostProfile
+from cacheclient.resolution.resolve import resolve
 
 X86_FEATURES = sorted(
     [

@@ -140,7 +140,7 @@ def _resolve_closure(mirror: Path, spec: str, target: str) -> set[str]:
 
 def _fault_paths(mirror: Path) -> dict[str, list[str]]:
     """URL paths of each build's manifest and blobs, by DAG hash ("" : the index's)."""
-    from cacheclient.sources.manifest import parse_manifest
+    from cacheclient.metadata.manifest import parse_manifest
 
     index = "v3/manifests/index/index.manifest.json"
     index_blob = parse_manifest((mirror / index).read_bytes(), index).index_blob

@@ -80,7 +80,7 @@ class TestInstall:
 class TestResolve:
     def test_resolve_is_pure_over_a_catalog(self) -> None:
         from cacheclient.mirrors.open import local_reader, open_catalog
-        from cacheclient.resolve import resolve
+        from cacheclient.resolution.resolve import resolve
 
         catalog = open_catalog(str(SPACK_V3_SIGNED), local_reader(SPACK_V3_SIGNED))
         (res,) = resolve(["demo-tool@1.0.0"], catalog, HOST)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cacheclient.errors import MetadataError, UsageError, VerificationError
-from cacheclient.sources.manifest import parse_manifest
-from cacheclient.sources.specfile import read_specfile
+from cacheclient.metadata.manifest import parse_manifest
+from cacheclient.metadata.specfile import read_specfile
 from cacheclient.trust import TrustStore, fetch_mirror_keys
 from gpgtools import GpgKey
 from paths import SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED, V2_MIRRORS

@@ -7,7 +7,7 @@ command line starts fast)::
     result = cacheclient.install(["demo-tool@1.0.0"], mirrors=["fixtures/spack-v3/signed"],
                                  root=Path("/opt/sw"))
 
-Everything else is reached through its module: :mod:`cacheclient.resolve`,
+Everything else is reached through its module: :mod:`cacheclient.resolution.resolve`,
 :mod:`cacheclient.fetch`, :mod:`cacheclient.store`, :mod:`cacheclient.trust`, ...
 """
 
@@ -16,13 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cacheclient._version import __version__
 
 if TYPE_CHECKING:
+    from cacheclient.events import Reporter
     from cacheclient.fetch import fetch_builds
-    from cacheclient.host import HostProfile, detect_host
-    from cacheclient.installation import install
-    from cacheclient.reporter import Reporter
+    from cacheclient.pipeline import install
+    from cacheclient.resolution.host import HostProfile, detect_host
 
 __all__ = [
     "HostProfile",
@@ -34,11 +34,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "HostProfile": "cacheclient.host",
-    "Reporter": "cacheclient.reporter",
-    "detect_host": "cacheclient.host",
+    "HostProfile": "cacheclient.resolution.host",
+    "Reporter": "cacheclient.events",
+    "detect_host": "cacheclient.resolution.host",
     "fetch_builds": "cacheclient.fetch",
-    "install": "cacheclient.installation",
+    "install": "cacheclient.pipeline",
 }
 
 

@@ -146,6 +146,8 @@ class BuildRecord:
 
     Fields the source does not know are ``None`` or empty. ``installable`` is false for
     records that are only dependencies (``in_buildcache: false``) and for externals.
+    ``dependencies_known`` is false when the source lists builds without their edges (a
+    cache.spack.io page): the closure then comes from the build's signed spec.
     """
 
     name: str
@@ -166,6 +168,7 @@ class BuildRecord:
     manifest_path: str | None = None
     blobs: tuple[BlobRef, ...] = ()
     source: str | None = None
+    dependencies_known: bool = True
 
     @property
     def is_external(self) -> bool:

@@ -410,7 +410,7 @@ def _key_index(data: bytes, source: str) -> list[str]:
 def _v3_blob(
     read: Callable[[str], bytes | None], mirror: str, manifest_rel: str, prefix: str
 ) -> bytes | None:
-    from cacheclient.sources.manifest import parse_manifest  # noqa: PLC0415
+    from cacheclient.metadata.manifest import parse_manifest  # noqa: PLC0415
 
     raw = read(manifest_rel)
     if raw is None:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cacheclient.catalog import Catalog
 from cacheclient.cli._common import (
     add_fetch_options,
     add_host_options,
@@ -22,12 +21,15 @@ from cacheclient.cli._common import (
     print_json,
     warn,
 )
+from cacheclient.cli.render import make_reporter
 from cacheclient.errors import UsageError
+from cacheclient.events import Reporter
 from cacheclient.fetch import DEFAULT_MIRROR_BASE, FetchResult, fetch_builds
+from cacheclient.metadata.catalog import Catalog
+from cacheclient.mirrors.catalogs import load_catalog
 from cacheclient.model import BuildRecord
-from cacheclient.reporter import Reporter, make_reporter
-from cacheclient.sourcing import load_catalog
-from cacheclient.store import INDEX_MANIFEST, Store, store_from_option
+from cacheclient.settings import store_from_option
+from cacheclient.store import INDEX_MANIFEST, Store
 
 __all__ = [
     "add_arguments",
@@ -70,7 +72,7 @@ def normalise_mirror(url: str) -> str:
 
 
 def _config_value(name: str) -> Any:
-    from cacheclient.config import load_config  # noqa: PLC0415
+    from cacheclient.settings import load_config  # noqa: PLC0415
 
     return getattr(load_config(), name, None)
 
@@ -118,8 +120,8 @@ def resolve_and_fetch(
 ) -> tuple[list[Any], FetchResult, Store]:
     """Resolve ``args.specs`` on the host the options describe and fetch every closure."""
     from cacheclient.cli.resolve_cmd import os_compat_from_args  # noqa: PLC0415
-    from cacheclient.host import host_from_args  # noqa: PLC0415
-    from cacheclient.resolve import resolve_or_raise  # noqa: PLC0415
+    from cacheclient.resolution.resolve import resolve_or_raise  # noqa: PLC0415
+    from cacheclient.settings import host_from_args  # noqa: PLC0415
 
     jobs = _jobs(args)
     store = store_from_option(getattr(args, "store", None))

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from cacheclient.cli._common import add_store_option, print_json
+from cacheclient.cli.render import format_bytes
 from cacheclient.errors import UsageError
-from cacheclient.reporter import format_bytes
-from cacheclient.store import INDEX_MANIFEST, Store, store_from_option
+from cacheclient.settings import store_from_option
+from cacheclient.store import INDEX_MANIFEST, Store
 
 __all__ = ["collect_garbage", "parse_age", "parse_size", "register", "run"]
 

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from cacheclient.cli._common import add_host_options, add_output_options, print_json
-from cacheclient.compat import compatible_targets
 from cacheclient.errors import UsageError
-from cacheclient.host import detect_target, host_from_args, os_from_os_release
+from cacheclient.resolution.compat import compatible_targets
+from cacheclient.resolution.host import detect_target, os_from_os_release
+from cacheclient.settings import host_from_args
 
 __all__ = ["register"]
 

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cacheclient.catalog import Catalog
 from cacheclient.cli._common import print_json
 from cacheclient.errors import MetadataError, UsageError
-from cacheclient.mirrors.layout import detect_layouts, v2_specfile_paths
+from cacheclient.metadata.catalog import Catalog
+from cacheclient.metadata.layout import detect_layouts, v2_specfile_paths
+from cacheclient.metadata.manifest import decode_text
+from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord
-from cacheclient.sources.manifest import decode_text
-from cacheclient.sources.page import read_page
 
 __all__ = ["inspect_source", "register", "run"]
 

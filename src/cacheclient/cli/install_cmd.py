@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cacheclient.catalog import Catalog
+from cacheclient.ci.lock import Lock, LockedProfile
 from cacheclient.cli._common import print_json
 from cacheclient.cli.fetch_cmd import (
     add_arguments,
@@ -15,15 +15,16 @@ from cacheclient.cli.fetch_cmd import (
     normalise_mirror,
     resolve_and_fetch,
 )
+from cacheclient.cli.render import format_bytes, make_reporter
 from cacheclient.errors import CacheClientError, NoMatchError, UsageError
 from cacheclient.fetch import FetchResult
 from cacheclient.installation import DEFAULT_PROJECTION, default_root, format_projection
 from cacheclient.installation.installdb import read_db
 from cacheclient.installation.installer import InstallResult, install_fetched
-from cacheclient.lock import Lock, LockedProfile
+from cacheclient.metadata.catalog import Catalog
 from cacheclient.model import BlobRef, BuildRecord
-from cacheclient.reporter import format_bytes, make_reporter
-from cacheclient.store import Store, store_from_option
+from cacheclient.settings import store_from_option
+from cacheclient.store import Store
 
 __all__ = ["register", "run"]
 
@@ -91,8 +92,8 @@ def _tarball_blob(record: BuildRecord, mirrors: list[str]) -> BlobRef | None:
     for blob in record.blobs:
         if blob.media_type.startswith(_TARBALL_MEDIA):
             return blob
-    from cacheclient.mirrors.layout import spec_manifest_path  # noqa: PLC0415
-    from cacheclient.sources.manifest import parse_manifest  # noqa: PLC0415
+    from cacheclient.metadata.layout import spec_manifest_path  # noqa: PLC0415
+    from cacheclient.metadata.manifest import parse_manifest  # noqa: PLC0415
     from cacheclient.transport import reader_for  # noqa: PLC0415
 
     relative = spec_manifest_path(record.name, record.version, record.hash)
@@ -110,9 +111,9 @@ def _tarball_blob(record: BuildRecord, mirrors: list[str]) -> BlobRef | None:
 
 def _catalog_read_only(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
     """Like ``fetch``'s sources, but reading indexes directly: no cache is written."""
-    from cacheclient.config import load_config  # noqa: PLC0415
+    from cacheclient.mirrors.catalogs import load_catalog  # noqa: PLC0415
     from cacheclient.mirrors.open import open_catalog  # noqa: PLC0415
-    from cacheclient.sourcing import load_catalog  # noqa: PLC0415
+    from cacheclient.settings import load_config  # noqa: PLC0415
     from cacheclient.transport import reader_for  # noqa: PLC0415
 
     mirrors = [normalise_mirror(m) for m in (args.mirror or [])]
@@ -128,9 +129,8 @@ def _catalog_read_only(args: argparse.Namespace) -> tuple[Catalog, list[str]]:
 
 def _dry_run(args: argparse.Namespace) -> int:
     from cacheclient.cli.resolve_cmd import os_compat_from_args  # noqa: PLC0415
-    from cacheclient.host import host_from_args  # noqa: PLC0415
-    from cacheclient.resolve import resolve_or_raise  # noqa: PLC0415
-    from cacheclient.store import store_from_option  # noqa: PLC0415
+    from cacheclient.resolution.resolve import resolve_or_raise  # noqa: PLC0415
+    from cacheclient.settings import host_from_args  # noqa: PLC0415
 
     root = _root(args)
     projection = _projection(args)
@@ -224,9 +224,9 @@ def _fetch_from_lock(
     args: argparse.Namespace, reporter: Any
 ) -> tuple[list[Any], FetchResult, Store]:
     """Fetch, with no index and no resolution, the closure a lock names for this host."""
+    from cacheclient.ci.warm import check_against_lock, fetch_from  # noqa: PLC0415
     from cacheclient.cli.fetch_cmd import _jobs  # noqa: PLC0415
-    from cacheclient.host import host_from_args  # noqa: PLC0415
-    from cacheclient.warm import check_against_lock, fetch_from  # noqa: PLC0415
+    from cacheclient.settings import host_from_args  # noqa: PLC0415
 
     try:
         text = Path(args.from_lock).read_text(encoding="utf-8")

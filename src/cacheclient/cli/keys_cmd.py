@@ -13,7 +13,7 @@ from typing import Any
 
 from cacheclient.cli._common import add_store_option, print_json
 from cacheclient.errors import UsageError
-from cacheclient.store import store_from_option
+from cacheclient.settings import store_from_option
 from cacheclient.trust import KeyInfo, TrustStore, fetch_mirror_keys
 
 __all__ = ["register", "run"]

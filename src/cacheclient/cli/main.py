@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from cacheclient import __version__
+from cacheclient._version import __version__
 from cacheclient.errors import CacheClientError
 
 __all__ = ["build_parser", "install_from_cache", "main"]

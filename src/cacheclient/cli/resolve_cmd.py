@@ -16,13 +16,12 @@ from cacheclient.cli._common import (
     print_json,
     warn,
 )
-from cacheclient.config import load_config
 from cacheclient.errors import NoMatchError, UsageError
-from cacheclient.host import HostProfile, host_from_args
-from cacheclient.resolve import Resolution, closest_candidates, no_match_message, resolve
-from cacheclient.sourcing import load_catalog
-from cacheclient.spec import parse_requests
-from cacheclient.store import store_from_option
+from cacheclient.mirrors.catalogs import load_catalog
+from cacheclient.resolution.host import HostProfile
+from cacheclient.resolution.resolve import Resolution, closest_candidates, no_match_message, resolve
+from cacheclient.resolution.spec import parse_requests
+from cacheclient.settings import host_from_args, load_config, store_from_option
 
 __all__ = ["os_compat_from_args", "register", "run"]
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from cacheclient.cli._common import add_store_option, print_json
 from cacheclient.errors import VerificationError
-from cacheclient.store import Store, sha256_file, store_from_option
+from cacheclient.settings import store_from_option
+from cacheclient.store import Store, sha256_file
 
 __all__ = ["register", "run", "verify_store"]
 

@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cacheclient.catalog import Catalog
-from cacheclient.cimanifest import Profile, parse_manifest_text
+from cacheclient.ci.lock import Lock
+from cacheclient.ci.manifest import Profile, parse_manifest_text
+from cacheclient.ci.warm import WarmReport, warm, warm_from_lock
 from cacheclient.cli._common import add_output_options, add_store_option, print_json, warn
+from cacheclient.cli.render import make_reporter
 from cacheclient.errors import UsageError
-from cacheclient.lock import Lock
-from cacheclient.reporter import make_reporter
-from cacheclient.store import Store, store_from_option
-from cacheclient.warm import WarmReport, warm, warm_from_lock
+from cacheclient.metadata.catalog import Catalog
+from cacheclient.settings import store_from_option
+from cacheclient.store import Store
 
 __all__ = ["register", "run"]
 
@@ -63,14 +64,14 @@ def _read(path: str, what: str) -> str:
 
 def _catalog(manifest: Any, store: Store, offline: bool) -> Catalog:
     from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
-    from cacheclient.sourcing import load_catalog  # noqa: PLC0415
+    from cacheclient.mirrors.catalogs import load_catalog  # noqa: PLC0415
 
     urls = [normalise_mirror(m.url) for m in manifest.mirrors]
     return load_catalog(manifest.metadata, urls, store=store, offline=offline, warn=warn)
 
 
 def _this_host() -> Profile:
-    from cacheclient.host import detect_host  # noqa: PLC0415
+    from cacheclient.resolution.host import detect_host  # noqa: PLC0415
 
     host = detect_host()
     libc = f"{host.libc.name}@{host.libc.version}" if host.libc else None

@@ -29,13 +29,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
 from cacheclient.errors import StoreError, UsageError
+from cacheclient.events import Reporter
 from cacheclient.installation.extract import DEFAULT_LIMITS, ExtractLimits, extract_prefix
 from cacheclient.installation.installdb import InstallDB, InstallRecord, locked_db
 from cacheclient.installation.manifest import write_install_manifest
 from cacheclient.installation.relocate import build_prefix_map, find_patchelf, relocate_prefix
 from cacheclient.installation.sbang import install_sbang, sbang_path
 from cacheclient.model import BlobRef, BuildRecord
-from cacheclient.reporter import Reporter
 
 __all__ = [
     "DEFAULT_PROJECTION",

@@ -13,12 +13,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cacheclient.catalog import Catalog
 from cacheclient.errors import DownloadError, MetadataError, VerificationError
-from cacheclient.mirrors.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
+from cacheclient.metadata.catalog import Catalog
+from cacheclient.metadata.database import parse_database
+from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
+from cacheclient.metadata.manifest import parse_manifest
 from cacheclient.model import BlobRef
-from cacheclient.sources.database import parse_database
-from cacheclient.sources.manifest import parse_manifest
 
 __all__ = ["Reader", "check_blob", "local_reader", "open_catalog", "read_blob"]
 

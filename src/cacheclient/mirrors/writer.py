@@ -44,7 +44,8 @@ from typing import Any
 
 import yaml
 
-from cacheclient.mirrors.layout import (
+from cacheclient.metadata.database import COMPILER_FLAGS
+from cacheclient.metadata.layout import (
     INDEX_V2,
     INDEX_V2_HASH,
     INDEX_V3,
@@ -54,9 +55,8 @@ from cacheclient.mirrors.layout import (
     v2_specfile_paths,
     v2_tarball_path,
 )
+from cacheclient.metadata.manifest import manifest_to_json
 from cacheclient.model import BlobRef, BuildRecord, Manifest
-from cacheclient.sources.database import COMPILER_FLAGS
-from cacheclient.sources.manifest import manifest_to_json
 
 __all__ = [
     "DEFAULT_BUILD_ROOT",

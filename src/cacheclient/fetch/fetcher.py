@@ -1,0 +1,773 @@
+"""Fetch resolved builds into the store: signature first, then checksums, never trusting a mirror.
+
+For each build, :func:`fetch_builds` looks in the store first. Otherwise it tries the mirrors
+that the catalog says hold the build (``record.stacks``), then the others, and per mirror the
+layouts it has (v3, then v2):
+
+* v3: GET the spec manifest; verify its clearsign signature with the trusted keys (unless
+  unsigned builds are allowed); parse the manifest from the *verified* payload; download the spec
+  blob and the tarball into the store, checking length and sha256 while streaming; check that the
+  signed spec's root hash is the hash that was asked for.
+* v2: GET ``.spec.json.sig`` (``.spec.json`` only when unsigned is allowed), verify, parse, and
+  download the ``.spack`` tarball checking ``binary_cache_checksum``.
+
+The work runs in two parallel phases: first every build's metadata (signature, manifest, spec
+blob, root hash), then the tarballs, so the progress display knows the job's total size. If a
+tarball then fails on its mirror, the whole build is retried on the next one.
+
+A mirror whose failures reach ``failure_limit`` is skipped for the rest of the run, and a failing
+mirror never fails a build another mirror can serve. The first verification failure is raised
+(exit 4) only when no mirror could provide a good copy. Nothing unverified is left in the store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from cacheclient.errors import (
+    CacheClientError,
+    DownloadError,
+    MetadataError,
+    StoreError,
+    VerificationError,
+)
+from cacheclient.events import Reporter
+from cacheclient.fetch.results import FetchedBlob, FetchedBuild, FetchResult
+from cacheclient.metadata.clearsign import is_clearsigned, split_clearsigned
+from cacheclient.metadata.layout import (
+    INDEX_V2_HASH,
+    INDEX_V3,
+    spec_manifest_path,
+    v2_specfile_paths,
+    v2_tarball_path,
+)
+from cacheclient.metadata.manifest import decode_text, parse_manifest
+from cacheclient.metadata.specfile import SpecFile, read_specfile
+from cacheclient.model import BlobRef, BuildRecord
+from cacheclient.store import Store, StoredBuild
+from cacheclient.transport import (
+    DownloadResult,
+    Transport,
+    TransportOptions,
+    join_url,
+    options_from_env,
+    transport_for,
+)
+from cacheclient.trust import TrustStore
+
+__all__ = [
+    "DEFAULT_MIRROR_BASE",
+    "FetchResult",
+    "FetchedBlob",
+    "FetchedBuild",
+    "fetch_builds",
+    "stack_mirror_url",
+]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+DEFAULT_MIRROR_BASE = "https://binaries.spack.io/develop"
+V2_TARBALL_MEDIA_TYPE = "application/vnd.spack.install.v1.tar+gzip"
+
+
+def stack_mirror_url(stack: str, base: str | None = None) -> str:
+    """The mirror URL of a cache.spack.io stack: ``<base>`` for ``root``, else ``<base>/<stack>``.
+
+    Entries that already are URLs or paths are returned unchanged.
+
+    >>> stack_mirror_url("root"), stack_mirror_url("e4s", "https://m.example/v1")
+    ('https://binaries.spack.io/develop', 'https://m.example/v1/e4s')
+    """
+    if _is_location(stack):
+        return stack
+    root = (base or DEFAULT_MIRROR_BASE).rstrip("/")
+    return root if stack == "root" else f"{root}/{stack}"
+
+
+def _is_location(value: str) -> bool:
+    return "://" in value or value.startswith(("/", ".", "~"))
+
+
+_T = TypeVar("_T")
+
+
+class _NotHere(Exception):
+    """The build is not on this mirror (404 on every layout)."""
+
+
+@dataclass
+class _Health:
+    """Failure counts per mirror, shared by the download threads."""
+
+    limit: int
+    failures: dict[str, int] = field(default_factory=dict)
+    layouts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def usable(self, mirror: str) -> bool:
+        with self.lock:
+            return self.failures.get(mirror, 0) < self.limit
+
+    def failed(self, mirror: str) -> None:
+        with self.lock:
+            self.failures[mirror] = self.failures.get(mirror, 0) + 1
+
+
+_SEVERITY = (VerificationError, StoreError, MetadataError, DownloadError)
+
+
+def _severity(exc: CacheClientError) -> int:
+    for rank, kind in enumerate(_SEVERITY):
+        if isinstance(exc, kind):
+            return rank
+    return len(_SEVERITY)
+
+
+class _Fetcher:
+    def __init__(
+        self,
+        *,
+        mirrors: Sequence[str],
+        store: Store,
+        trust: TrustStore,
+        allow_unsigned: bool,
+        unsigned_mirrors: Collection[str],
+        offline: bool,
+        reporter: Reporter,
+        options: TransportOptions,
+        failure_limit: int,
+        mirror_base: str | None,
+    ) -> None:
+        self.mirrors = [m.rstrip("/") or m for m in mirrors]
+        self.store = store
+        self.trust = trust
+        self.allow_unsigned = allow_unsigned
+        self.unsigned_mirrors = {m.rstrip("/") for m in unsigned_mirrors}
+        self.offline = offline
+        self.reporter = reporter
+        self.options = options
+        self.health = _Health(limit=failure_limit)
+        self.mirror_base = mirror_base
+        self.downloaded = 0
+        self.warnings: list[str] = []
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _transport(self, url: str) -> Transport:
+        return transport_for(url, self.options)
+
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(message)
+        self.reporter.warning(message)
+
+    def _order(self, record: BuildRecord) -> list[str]:
+        listed = [stack_mirror_url(s, self.mirror_base).rstrip("/") for s in record.stacks]
+        ordered: list[str] = []
+        for mirror in [*listed, *self.mirrors]:
+            if mirror and mirror not in ordered:
+                ordered.append(mirror)
+        return ordered
+
+    def _needs_signature(self, mirror: str) -> bool:
+        return not self.allow_unsigned and mirror.rstrip("/") not in self.unsigned_mirrors
+
+    def _layouts(self, mirror: str) -> tuple[int, ...]:
+        with self.health.lock:
+            known = self.health.layouts.get(mirror)
+        if known is not None:
+            return known
+        transport = self._transport(mirror)
+        has_v3 = transport.get(join_url(mirror, INDEX_V3)) is not None
+        has_v2 = transport.get(join_url(mirror, INDEX_V2_HASH)) is not None
+        # Without a v3 index, v2 files are probed per build even when index.json.hash is
+        # missing (downloading a large index.json only to detect the layout would be waste).
+        layouts = {(True, True): (3, 2), (True, False): (3,), (False, True): (2,)}.get(
+            (has_v3, has_v2), (3, 2)
+        )
+        with self.health.lock:
+            self.health.layouts[mirror] = layouts
+        return layouts
+
+    def _verify(self, raw: bytes, url: str, mirror: str) -> tuple[bytes, str | None]:
+        if not self._needs_signature(mirror):
+            return raw, None
+        try:
+            return self.trust.verify_clearsigned(raw, url)
+        except VerificationError as exc:
+            raise VerificationError(str(exc), url=url, mirror=mirror) from None
+
+    @staticmethod
+    def _label(record: BuildRecord, kind: str) -> str:
+        return f"{record.name}@{record.version}/{record.short_hash} {kind}"
+
+    def _ensure_blob(
+        self,
+        record: BuildRecord,
+        kind: str,
+        blob: BlobRef,
+        mirror: str,
+        relative: str,
+        *,
+        report: bool = False,
+    ) -> FetchedBlob:
+        """Download *blob* (at *relative* on *mirror*) into the store unless present; verify
+        length and sha256."""
+        url = join_url(mirror, relative)
+        store = self.store
+        checksum = blob.checksum
+        label = self._label(record, kind)
+        reporter = self.reporter if report else Reporter()
+        if store.pin(checksum):
+            reporter.download_finished(label, True)
+            return self._fetched_blob(kind, blob, mirror, present=True)
+        with store.download_lock(checksum):
+            if store.pin(checksum):  # another process finished it while we waited
+                reporter.download_finished(label, True)
+                return self._fetched_blob(kind, blob, mirror, present=True)
+            partial = store.partial_path(checksum)
+            size = blob.size if blob.size >= 0 else None
+            reporter.download_started(label, size)
+            result = self._download_verified(
+                url, mirror, checksum, label=label, size=size, reporter=reporter
+            )
+            store.commit_partial(partial, checksum)
+            with self._lock:
+                self.downloaded += result.size - result.resumed_from
+            if not store.pin(checksum):
+                raise StoreError(f"{store.blob_path(checksum)}: vanished right after download")
+        reporter.download_finished(label, False)
+        return self._fetched_blob(kind, blob, mirror, present=False)
+
+    def _download_verified(
+        self,
+        url: str,
+        mirror: str,
+        checksum: str,
+        *,
+        label: str,
+        size: int | None,
+        reporter: Reporter,
+    ) -> DownloadResult:
+        """Stream *url* into the blob's partial file; its sha256 must be *checksum*."""
+        store = self.store
+        partial = store.partial_path(checksum)
+
+        def progress(done: int, total: int | None) -> None:
+            if self.cancelled.is_set():  # Ctrl-C: stop now, keep the partial file to resume
+                raise DownloadError(f"{url}: interrupted", url=url)
+            reporter.download_progress(label, done, total)
+
+        for attempt in (1, 2):
+            try:
+                result = self._transport(url).download(
+                    url, partial, expected_size=size, progress=progress
+                )
+            except StoreError:
+                store.discard_partial(checksum)  # e.g. disk full: give the space back
+                raise
+            except VerificationError as exc:
+                store.discard_partial(checksum)
+                raise VerificationError(
+                    str(exc), url=url, mirror=mirror, expected=exc.expected, actual=exc.actual
+                ) from None
+            if result is None:
+                raise _NotHere(url)
+            if result.sha256 == checksum:
+                return result
+            store.discard_partial(checksum)
+            if attempt == 1 and (result.resumed_from or size is None):
+                # The kept prefix was bad (an older file?), or the size was unknown (v2) and
+                # a body without Content-Length was cut short: once more from zero.
+                continue
+            raise VerificationError(
+                f"{url}: sha256 mismatch for {label} from mirror {mirror}: "
+                f"expected {checksum}, got {result.sha256}",
+                url=url,
+                mirror=mirror,
+                expected=checksum,
+                actual=result.sha256,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetched_blob(self, kind: str, blob: BlobRef, mirror: str, *, present: bool) -> FetchedBlob:
+        return FetchedBlob(
+            kind=kind,
+            ref=blob,
+            path=self.store.blob_path(blob.checksum),
+            mirror=mirror,
+            already_present=present,
+        )
+
+    @staticmethod
+    def _check_root(spec: SpecFile, record: BuildRecord, url: str, mirror: str) -> None:
+        if spec.root.hash != record.hash:
+            raise VerificationError(
+                f"{url}: the signed spec is {spec.root.name}/{spec.root.hash}, but "
+                f"{record.name}/{record.hash} was requested (mirror {mirror})",
+                url=url,
+                mirror=mirror,
+                expected=record.hash,
+                actual=spec.root.hash,
+            )
+
+    # -- the store -------------------------------------------------------------------------------
+    def from_store(self, record: BuildRecord) -> FetchedBuild | None:
+        """The build from the store, re-verifying its stored metadata; None when incomplete."""
+        store = self.store
+        build = store.load_build(record.hash)
+        if build is None:
+            return None
+        if not (store.pin(build.tarball.checksum) and store.pin(build.spec_blob.checksum)):
+            return None
+        raw = store.read_file(build.metadata_path)
+        if raw is None:
+            return None
+        where = str(store.root / build.metadata_path)
+        payload, signer = self._verify(raw, where, build.mirror)
+        if build.layout == 3:
+            manifest = parse_manifest(payload, where)
+            tarball, spec_ref = manifest.tarball, manifest.spec_blob
+            if tarball != build.tarball or spec_ref != build.spec_blob:
+                return None
+            spec = read_specfile(store.blob_path(build.spec_blob.checksum).read_bytes(), where)
+        else:
+            spec = read_specfile(payload, where)
+            if spec.tarball_sha256 != build.tarball.checksum:
+                return None
+        self._check_root(spec, record, where, build.mirror)
+        blobs = (
+            self._fetched_blob("spec", build.spec_blob, build.mirror, present=True),
+            self._fetched_blob("tarball", build.tarball, build.mirror, present=True),
+        )
+        return FetchedBuild(
+            record=record,
+            spec=spec,
+            tarball_path=store.blob_path(build.tarball.checksum),
+            tarball=build.tarball,
+            manifest_path=store.root / build.metadata_path,
+            mirror=build.mirror,
+            signer=signer,
+            already_present=True,
+            layout=build.layout,
+            blobs=blobs,
+        )
+
+    def missing_in_store(self, record: BuildRecord) -> str:
+        build = self.store.load_build(record.hash)
+        label = f"{record.name}@{record.version}/{record.hash}"
+        if build is None:
+            return f"{label} (metadata and tarball)"
+        missing = [
+            f"{kind} blob {ref.checksum}"
+            for kind, ref in (("spec", build.spec_blob), ("tarball", build.tarball))
+            if not self.store.has_blob(ref.checksum)
+        ]
+        return f"{label} ({', '.join(missing) or 'metadata does not verify'})"
+
+    # -- one build, in two phases --------------------------------------------------------------
+    def _over_mirrors(
+        self,
+        record: BuildRecord,
+        attempt: Callable[[str], _T],
+        *,
+        skip: Collection[str] = (),
+        errors: list[CacheClientError] | None = None,
+    ) -> _T:
+        """Run *attempt* on each usable mirror in order until one succeeds."""
+        errors = [] if errors is None else errors
+        tried: list[str] = []
+        for mirror in self._order(record):
+            if mirror in skip:
+                continue
+            if not self.health.usable(mirror):
+                self.reporter.candidate_rejected(mirror, "skipped after repeated failures")
+                continue
+            tried.append(mirror)
+            try:
+                result = attempt(mirror)
+            except _NotHere:
+                self.reporter.candidate_rejected(
+                    f"{mirror} for {record.name}/{record.short_hash}", "not on this mirror"
+                )
+            except CacheClientError as exc:
+                if isinstance(exc, StoreError):
+                    raise
+                self.health.failed(mirror)
+                errors.append(exc)
+                self.reporter.candidate_rejected(mirror, str(exc))
+            else:
+                if errors:
+                    self._warn(
+                        f"{record.name}@{record.version}/{record.short_hash}: came from {mirror} "
+                        f"after {len(errors)} failure(s) elsewhere (first: {errors[0]})"
+                    )
+                return result
+        if errors:
+            raise min(errors, key=_severity)
+        label = f"{record.name}@{record.version}/{record.hash}"
+        if not tried and not skip:
+            raise DownloadError(
+                f"{label}: every mirror was skipped after repeated failures "
+                f"({', '.join(self._order(record)) or 'no mirror given'})"
+            )
+        where = ", ".join([*skip, *tried])
+        raise DownloadError(f"{label}: not found on any mirror ({where})")
+
+    def plan(self, record: BuildRecord) -> FetchedBuild | _Plan:
+        """Phase 1: the build from the store, or its verified metadata from a mirror."""
+        try:
+            hit = self.from_store(record)
+        except (VerificationError, MetadataError):
+            if self.offline:
+                raise
+            hit = None
+        if hit is not None:
+            return hit
+        if self.offline:
+            raise _NotHere(self.missing_in_store(record))
+        return self._over_mirrors(record, lambda mirror: self._plan_on(record, mirror))
+
+    def complete(self, item: FetchedBuild | _Plan) -> FetchedBuild:
+        """Phase 2: the tarball; when its mirror fails now, the whole build from another."""
+        if isinstance(item, FetchedBuild):
+            self.reporter.download_finished(self._label(item.record, "tarball"), True)
+            return item
+        try:
+            return self._complete(item)
+        except _NotHere:
+            errors: list[CacheClientError] = []
+        except CacheClientError as exc:
+            if isinstance(exc, StoreError):
+                raise
+            self.health.failed(item.mirror)
+            self.reporter.candidate_rejected(item.mirror, str(exc))
+            errors = [exc]
+        record = item.record
+        return self._over_mirrors(
+            record,
+            lambda mirror: self._complete(self._plan_on(record, mirror)),
+            skip={item.mirror},
+            errors=errors,
+        )
+
+    def _plan_on(self, record: BuildRecord, mirror: str) -> _Plan:
+        for layout in self._layouts(mirror):
+            try:
+                if layout == 3:
+                    return self._plan_v3(record, mirror)
+                return self._plan_v2(record, mirror)
+            except _NotHere:
+                continue
+        raise _NotHere(mirror)
+
+    def _plan_v3(self, record: BuildRecord, mirror: str) -> _Plan:
+        relative = record.manifest_path or spec_manifest_path(
+            record.name, record.version, record.hash
+        )
+        url = join_url(mirror, relative)
+        raw = self._transport(url).read(url, retry_not_found=True)
+        if raw is None:
+            raise _NotHere(url)
+        try:
+            payload, signer = self._verify(raw, url, mirror)
+            manifest = parse_manifest(payload, url)
+        except (VerificationError, MetadataError):
+            # Read it once more: a body without Content-Length cut short looks complete, and
+            # a mirror may be caught mid-push. A second identical copy fails the same way.
+            again = self._transport(url).read(url)
+            if again is None or again == raw:
+                raise
+            raw = again
+            payload, signer = self._verify(raw, url, mirror)
+            manifest = parse_manifest(payload, url)
+        tarball, spec_ref = manifest.tarball, manifest.spec_blob
+        if tarball is None or spec_ref is None:
+            missing = "tarball" if tarball is None else "spec"
+            raise MetadataError(url, "data", f"no {missing} record in the spec manifest")
+        spec_blob = self._ensure_blob(record, "spec", spec_ref, mirror, spec_ref.path)
+        try:
+            spec = read_specfile(spec_blob.path.read_bytes(), join_url(mirror, spec_ref.path))
+        except OSError as exc:
+            raise StoreError(f"{spec_blob.path}: cannot read: {exc.strerror}") from None
+        self._check_root(spec, record, url, mirror)
+        return _Plan(
+            record=record,
+            mirror=mirror,
+            layout=3,
+            relative=relative,
+            raw=raw,
+            signer=signer,
+            spec=spec,
+            spec_blob=spec_blob,
+            tarball=tarball,
+            tarball_rel=tarball.path,
+        )
+
+    def _plan_v2(self, record: BuildRecord, mirror: str) -> _Plan:
+        try:
+            signed_rel, plain_rel = v2_specfile_paths(record)
+            tarball_rel = v2_tarball_path(record)
+        except CacheClientError:
+            raise _NotHere(mirror) from None
+        transport = self._transport(mirror)
+        url = join_url(mirror, signed_rel)
+        relative = signed_rel
+        raw = transport.read(url, retry_not_found=True)
+        if raw is None:
+            plain_url = join_url(mirror, plain_rel)
+            plain = transport.read(plain_url)
+            if plain is None:
+                raise _NotHere(url)
+            if self._needs_signature(mirror):
+                raise VerificationError(
+                    f"{plain_url}: mirror {mirror} has no signed metadata for "
+                    f"{record.name}/{record.hash} (use --allow-unsigned to accept it)",
+                    url=plain_url,
+                    mirror=mirror,
+                )
+            raw, url, relative = plain, plain_url, plain_rel
+        try:
+            payload, signer = self._verify(raw, url, mirror)
+            spec = read_specfile(payload, url)
+        except (VerificationError, MetadataError):
+            again = transport.read(url)  # once more, as for v3 manifests
+            if again is None or again == raw:
+                raise
+            raw = again
+            payload, signer = self._verify(raw, url, mirror)
+            spec = read_specfile(payload, url)
+        self._check_root(spec, record, url, mirror)
+        if spec.tarball_sha256 is None:
+            raise MetadataError(url, "binary_cache_checksum", "missing: cannot verify the tarball")
+        spec_json = payload
+        if signer is None:  # not verified: keep the JSON inside the (unchecked) wrapper
+            text = decode_text(raw, url)
+            if is_clearsigned(text):
+                spec_json = split_clearsigned(text, url).payload.encode("utf-8")
+        spec_digest = hashlib.sha256(spec_json).hexdigest()
+        present = self.store.has_blob(spec_digest)
+        self.store.put_blob(spec_json, checksum=spec_digest, pin=True)
+        self.store.pin(spec_digest)
+        spec_ref = BlobRef(
+            media_type=f"application/vnd.spack.spec.v{spec.format_version}+json",
+            checksum=spec_digest,
+            size=len(spec_json),
+        )
+        return _Plan(
+            record=record,
+            mirror=mirror,
+            layout=2,
+            relative=relative,
+            raw=raw,
+            signer=signer,
+            spec=spec,
+            spec_blob=self._fetched_blob("spec", spec_ref, mirror, present=present),
+            tarball=BlobRef(
+                media_type=V2_TARBALL_MEDIA_TYPE, checksum=spec.tarball_sha256, size=-1
+            ),
+            tarball_rel=tarball_rel,
+        )
+
+    def _complete(self, plan: _Plan) -> FetchedBuild:
+        record, mirror = plan.record, plan.mirror
+        tar_blob = self._ensure_blob(
+            record, "tarball", plan.tarball, mirror, plan.tarball_rel, report=True
+        )
+        tarball = plan.tarball
+        if tarball.size < 0:  # v2: the size is known once the verified file is here
+            tarball = BlobRef(
+                media_type=tarball.media_type,
+                checksum=tarball.checksum,
+                size=tar_blob.path.stat().st_size,
+                compression="gzip",
+            )
+            tar_blob = FetchedBlob(
+                kind="tarball",
+                ref=tarball,
+                path=tar_blob.path,
+                mirror=mirror,
+                already_present=tar_blob.already_present,
+            )
+        self.store.write_file(plan.relative, plan.raw)
+        alias = None
+        if plan.layout == 2:
+            alias = plan.tarball_rel
+            self.store.link_alias(tarball.checksum, alias)
+        self.store.save_build(
+            StoredBuild(
+                hash=record.hash,
+                name=record.name,
+                version=record.version,
+                layout=plan.layout,
+                metadata_path=plan.relative,
+                tarball=tarball,
+                spec_blob=plan.spec_blob.ref,
+                mirror=mirror,
+                signer=plan.signer,
+                tarball_alias=alias,
+            )
+        )
+        return FetchedBuild(
+            record=record,
+            spec=plan.spec,
+            tarball_path=tar_blob.path,
+            tarball=tarball,
+            manifest_path=self.store.root / plan.relative,
+            mirror=mirror,
+            signer=plan.signer,
+            already_present=plan.spec_blob.already_present and tar_blob.already_present,
+            layout=plan.layout,
+            blobs=(plan.spec_blob, tar_blob),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Plan:
+    """A build whose metadata verified on one mirror; only its tarball is still to come."""
+
+    record: BuildRecord
+    mirror: str
+    layout: int
+    relative: str
+    """The metadata file (v3 manifest or v2 spec file) relative to the mirror and the store."""
+    raw: bytes
+    """The metadata exactly as fetched (stored byte-for-byte so its signature still verifies)."""
+    signer: str | None
+    spec: SpecFile
+    spec_blob: FetchedBlob
+    tarball: BlobRef
+    """The tarball's record (``size`` is -1 for v2, whose spec files do not give it)."""
+    tarball_rel: str
+
+
+def _run_all(
+    fetcher: _Fetcher, work: Callable[[Any], FetchedBuild | _Plan], items: dict[str, Any], jobs: int
+) -> tuple[dict[str, Any], dict[str, BaseException]]:
+    """Run *work* over *items* on a pool; results and errors by hash. Ctrl-C stops downloads."""
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+    if not items:
+        return results, errors
+    # Not a ``with`` block: its exit would wait for a thread blocked in a read after Ctrl-C.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = {pool.submit(work, item): h for h, item in items.items()}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            dag_hash = futures[future]
+            try:
+                results[dag_hash] = future.result()
+            except (CacheClientError, _NotHere) as exc:
+                errors[dag_hash] = exc
+    except BaseException:
+        fetcher.cancelled.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results, errors
+
+
+def fetch_builds(
+    records: Sequence[BuildRecord],
+    *,
+    mirrors: Sequence[str],
+    store: Store,
+    trust: TrustStore | None,
+    allow_unsigned: bool = False,
+    offline: bool = False,
+    jobs: int = 8,
+    reporter: Reporter | None = None,
+    unsigned_mirrors: Collection[str] = (),
+    transport_options: TransportOptions | None = None,
+    failure_limit: int = 3,
+    mirror_base: str | None = None,
+) -> FetchResult:
+    """Fetch and verify *records* (e.g. a runtime closure) into *store*.
+
+    Phase 1 verifies every build's metadata (and fetches its small spec blob); phase 2 downloads
+    the tarballs, so the reporter learns the job's total size before the large transfers start.
+
+    :param mirrors: mirror URLs tried after those each record's ``stacks`` name.
+    :param trust: the trusted keys (default: the store's own trust directory).
+    :param unsigned_mirrors: mirrors configured ``signed: false``.
+    :param mirror_base: base URL for cache.spack.io stack names in ``record.stacks``.
+    :raises VerificationError: a signature or checksum failed on every mirror that had the build.
+    :raises DownloadError: no mirror could provide a build, or ``offline`` and it is missing
+        (the message lists exactly what is missing).
+    """
+    reporter = reporter or Reporter()
+    if not offline:
+        store.ensure()
+    unique: dict[str, BuildRecord] = {}
+    for record in records:
+        unique.setdefault(record.hash, record)
+    options = transport_options or options_from_env(pool_size=max(jobs, 1) + 2)
+    fetcher = _Fetcher(
+        mirrors=mirrors,
+        store=store,
+        trust=trust or TrustStore(store.trust_dir),
+        allow_unsigned=allow_unsigned,
+        unsigned_mirrors=unsigned_mirrors,
+        offline=offline,
+        reporter=reporter,
+        options=options,
+        failure_limit=failure_limit,
+        mirror_base=mirror_base,
+    )
+    plans, errors = _run_all(fetcher, fetcher.plan, dict(unique), jobs)
+    to_download = [
+        p.tarball.size
+        for p in plans.values()
+        if isinstance(p, _Plan) and p.tarball.size > 0 and not store.has_blob(p.tarball.checksum)
+    ]
+    reporter.starting(len(plans), sum(to_download))
+    results, late = _run_all(fetcher, fetcher.complete, plans, jobs)
+    errors.update(late)
+    _finish_run(store, results, offline=offline)
+    if errors:
+        _raise_errors(unique, errors, store)
+    items = [results[h] for h in unique]
+    summary = {
+        "builds": len(items),
+        "downloaded_bytes": fetcher.downloaded,
+        "already_present": sum(1 for i in items if i.already_present),
+        "unsigned": sum(1 for i in items if i.signer is None),
+    }
+    reporter.finished(summary)
+    return FetchResult(
+        items=items,
+        store=store.root,
+        downloaded_bytes=fetcher.downloaded,
+        warnings=tuple(fetcher.warnings),
+    )
+
+
+def _finish_run(store: Store, results: dict[str, FetchedBuild], *, offline: bool) -> None:
+    if offline or all(item.already_present for item in results.values()):
+        return
+    with contextlib.suppress(StoreError):
+        store.write_index()
+
+
+def _raise_errors(
+    records: dict[str, BuildRecord], errors: dict[str, BaseException], store: Store
+) -> None:
+    missing = [str(exc) for h, exc in errors.items() if isinstance(exc, _NotHere) and h in records]
+    if missing:
+        raise DownloadError(
+            f"offline: {len(missing)} build(s) missing from the store {store.root}: "
+            + "; ".join(sorted(missing))
+        )
+    ordered = [errors[h] for h in records if h in errors]
+    failures = [e for e in ordered if isinstance(e, CacheClientError)]
+    raise min(failures, key=_severity)

@@ -1,0 +1,79 @@
+"""``file://`` URLs and plain paths: :class:`FileTransport`."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from cacheclient.errors import DownloadError
+from cacheclient.transport.base import Fetched, Stream, Transport, _NotFound
+
+__all__ = ["FileTransport"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def _local_path(url: str) -> Path:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "file":
+        return Path(urllib.request.url2pathname(urllib.parse.unquote(parts.netloc + parts.path)))
+    return Path(url)
+
+
+class _FileStream:
+    def __init__(self, handle: IO[bytes], offset: int, validator: str, total: int) -> None:
+        self._handle = handle
+        self.offset = offset
+        self.validator: str | None = validator
+        self.total: int | None = total
+
+    def read(self, size: int) -> bytes:
+        return self._handle.read(size)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class FileTransport(Transport):
+    """Local directories: ``file:///path`` URLs and plain paths."""
+
+    schemes = ("file",)
+
+    @staticmethod
+    def _validator(stat: os.stat_result) -> str:
+        return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"
+
+    def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+        path = _local_path(url)
+        try:
+            stat = path.stat()
+            tag = self._validator(stat)
+            if etag is not None and etag == tag:
+                return Fetched(status=304, body=b"", etag=tag)
+            body = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise _NotFound(url) from None
+        except IsADirectoryError:
+            raise DownloadError(f"{url}: is a directory", url=url) from None
+        except OSError as exc:
+            raise DownloadError(f"{url}: {exc.strerror or exc}", url=url) from None
+        return Fetched(status=200, body=body, etag=tag)
+
+    def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
+        path = _local_path(url)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - owned by the stream
+            stat = os.fstat(handle.fileno())
+        except (FileNotFoundError, NotADirectoryError):
+            raise _NotFound(url) from None
+        except OSError as exc:
+            raise DownloadError(f"{url}: {exc.strerror or exc}", url=url) from None
+        tag = self._validator(stat)
+        start = offset if (offset and if_range == tag and offset <= stat.st_size) else 0
+        handle.seek(start)
+        return _FileStream(handle, start, tag, stat.st_size)

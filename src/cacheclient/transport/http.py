@@ -1,0 +1,163 @@
+"""``http://`` and ``https://``: :class:`HttpTransport`, one shared :class:`requests.Session`.
+
+Registered for both schemes by :mod:`cacheclient.transport`.
+"""
+
+from __future__ import annotations
+
+import requests
+import requests.adapters
+
+from cacheclient.errors import DownloadError
+from cacheclient.transport.base import (
+    Fetched,
+    Stream,
+    Transport,
+    TransportOptions,
+    _NotFound,
+    _parse_retry_after,
+    _Transient,
+)
+
+__all__ = ["HttpTransport"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+_RETRY_STATUS = frozenset({429})  # and every 5xx; no other 4xx (404: see retry_not_found)
+
+
+def _strong_etag(value: str | None) -> str | None:
+    if not value or value.startswith(("W/", "w/")):
+        return None
+    return value
+
+
+class _HttpStream:
+    def __init__(self, url: str, response: requests.Response, offset: int) -> None:
+        self._url = url
+        self._response = response
+        self.offset = offset
+        headers = response.headers
+        self.validator: str | None = _strong_etag(headers.get("ETag")) or headers.get(
+            "Last-Modified"
+        )
+        self.total: int | None = None
+        content_range = headers.get("Content-Range", "")
+        if response.status_code == 206 and "/" in content_range:
+            tail = content_range.rsplit("/", 1)[1]
+            self.total = int(tail) if tail.isdigit() else None
+        elif (length := headers.get("Content-Length", "")).isdigit():
+            self.total = int(length)
+
+    def read(self, size: int) -> bytes:
+        try:
+            data: bytes = self._response.raw.read1(size, decode_content=False)
+        except Exception as exc:  # noqa: BLE001
+            # urllib3 raises ProtocolError/ReadTimeoutError/IncompleteRead here.
+            raise _Transient(f"transfer interrupted: {type(exc).__name__}: {exc}") from None
+        return data
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class HttpTransport(Transport):
+    """``http://`` and ``https://`` through one shared :class:`requests.Session`."""
+
+    schemes = ("http", "https")
+
+    def __init__(
+        self, options: TransportOptions | None = None, session: requests.Session | None = None
+    ) -> None:
+        super().__init__(options)
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=max(4, self.options.pool_size),
+                pool_maxsize=max(4, self.options.pool_size),
+                max_retries=0,
+            )
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        session.headers["User-Agent"] = self.options.user_agent
+        self.session = session
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (self.options.connect_timeout, self.options.read_timeout)
+
+    def _request(self, url: str, headers: dict[str, str], *, stream: bool) -> requests.Response:
+        try:
+            response = self.session.get(url, headers=headers, timeout=self._timeout, stream=stream)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"connection failed: {_short(exc)}") from None
+        except requests.exceptions.ChunkedEncodingError as exc:  # body cut (stream=False)
+            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
+        except requests.RequestException as exc:
+            raise DownloadError(f"{url}: {_short(exc)}", url=url) from None
+        status = response.status_code
+        if status in (200, 206, 304) or (status == 416 and "Range" in headers):
+            return response
+        response.close()
+        if status in (404, 410):
+            raise _NotFound(url)
+        reason = f"HTTP {status} {response.reason or ''}".strip()
+        if status in _RETRY_STATUS or status >= 500:
+            raise _Transient(reason, _parse_retry_after(response.headers.get("Retry-After")))
+        raise DownloadError(f"{url}: {reason}", url=url)
+
+    def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
+        headers: dict[str, str] = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        response = self._request(url, headers, stream=False)
+        new_etag = _strong_etag(response.headers.get("ETag"))
+        modified = response.headers.get("Last-Modified")
+        if response.status_code == 304:
+            return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
+        try:
+            body = response.content
+        except (requests.RequestException, OSError) as exc:
+            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
+        return Fetched(status=200, body=body, etag=new_etag, last_modified=modified)
+
+    def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
+        headers = {"Accept-Encoding": "identity"}
+        if offset and if_range:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = if_range
+        response = self._request(url, headers, stream=True)
+        start = 0
+        if response.status_code == 416:  # the partial file is longer than the resource
+            response.close()
+            return self._open(url, 0, None)
+        if response.status_code == 206:
+            content_range = response.headers.get("Content-Range", "")
+            try:
+                start = int(content_range.split()[1].split("-")[0])
+            except (IndexError, ValueError):
+                response.close()
+                raise DownloadError(
+                    f"{url}: bad Content-Range {content_range!r}", url=url
+                ) from None
+            if start != offset:
+                # Not what we asked for: start again without a range.
+                response.close()
+                return self._open(url, 0, None)
+        elif response.status_code == 304:
+            response.close()
+            raise DownloadError(f"{url}: unexpected HTTP 304", url=url)
+        return _HttpStream(url, response, start)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:197] + "..."

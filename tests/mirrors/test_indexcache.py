@@ -1,0 +1,192 @@
+"""Conditional index refresh against nginx: TTL, ETag/If-None-Match, manifest checksum, .hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cacheclient.errors import DownloadError
+from cacheclient.mirrors.indexcache import open_mirror
+from cacheclient.store import Store
+from paths import SPACK_V3_SIGNED, V2_MIRRORS
+from servers import NginxServer
+
+INDEX = "/v3/manifests/index/index.manifest.json"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "store") as s:
+        yield s
+
+
+def hashes(catalog: object) -> set[str]:
+    return {r.hash for r in catalog}  # type: ignore[attr-defined]
+
+
+class TestV3:
+    def test_ttl_then_conditional_request(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        first = open_mirror(server.url, store=store)
+        assert len(first) == 18
+        assert [e.uri.split("/")[1] for e in server.requests()] == ["v3", "blobs"]
+        server.clear_log()
+        assert hashes(open_mirror(server.url, store=store)) == hashes(first)
+        assert server.requests() == []  # within the TTL: no request at all
+        again = open_mirror(server.url, store=store, ttl=0)
+        assert hashes(again) == hashes(first)
+        (entry,) = server.requests()
+        assert entry.uri == INDEX
+        assert entry.if_none_match
+        assert (entry.status, entry.body_bytes) == (304, 0)
+        assert all(r.stacks == (server.url,) for r in again)
+
+    def test_unchanged_checksum_without_etag_costs_only_the_manifest(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED, etag=False)
+        open_mirror(server.url, store=store)
+        server.clear_log()
+        open_mirror(server.url, store=store, ttl=0)
+        assert [e.uri for e in server.requests()] == [INDEX]
+
+    def test_changed_index_is_downloaded(
+        self, tmp_path: Path, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        mirror = tmp_path / "mirror"
+        shutil.copytree(SPACK_V3_SIGNED, mirror)
+        server = nginx_mirror(mirror)
+        assert len(open_mirror(server.url, store=store)) == 18
+        manifest = json.loads((mirror / INDEX.lstrip("/")).read_text())
+        record = manifest["data"][0]
+        old = mirror / "blobs" / "sha256" / record["checksum"][:2] / record["checksum"]
+        db = json.loads(old.read_bytes())
+        victim = sorted(db["database"]["installs"])[0]
+        del db["database"]["installs"][victim]
+        data = json.dumps(db).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        new = mirror / "blobs" / "sha256" / digest[:2] / digest
+        new.parent.mkdir(parents=True, exist_ok=True)
+        new.write_bytes(data)
+        record.update(checksum=digest, contentLength=len(data))
+        (mirror / INDEX.lstrip("/")).write_text(json.dumps(manifest))
+        server.clear_log()
+        catalog = open_mirror(server.url, store=store, ttl=0)
+        assert victim not in hashes(catalog)
+        assert [e.uri for e in server.requests()] == [INDEX, f"/blobs/sha256/{digest[:2]}/{digest}"]
+
+
+class TestV2:
+    @pytest.mark.parametrize(
+        ("etag", "expected"),
+        [
+            (True, [("/build_cache/index.json", 304)]),
+            (False, [("/build_cache/index.json.hash", 200)]),
+        ],
+    )
+    def test_unchanged_index_costs_one_small_request(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        store: Store,
+        etag: bool,
+        expected: list[tuple[str, int]],
+    ) -> None:
+        server = nginx_mirror(V2_MIRRORS / "signed", etag=etag)
+        first = open_mirror(server.url, store=store)
+        assert len(first) > 0
+        server.clear_log()
+        again = open_mirror(server.url, store=store, ttl=0)
+        assert hashes(again) == hashes(first)
+        entries = server.requests()
+        assert [(e.uri, e.status) for e in entries] == expected
+        assert all(e.body_bytes < 100 for e in server.requests())
+
+
+class TestOfflineAndLocal:
+    def test_offline_uses_the_cache_without_requests(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        first = open_mirror(server.url, store=store)
+        server.stop()
+        assert hashes(open_mirror(server.url, store=store, ttl=0, offline=True)) == hashes(first)
+
+    def test_offline_without_cache(self, store: Store) -> None:
+        with pytest.raises(DownloadError, match="no cached index"):
+            open_mirror("http://127.0.0.1:9/mirror", store=store, offline=True)
+
+    def test_local_mirror_is_read_directly(self, store: Store) -> None:
+        catalog = open_mirror(str(SPACK_V3_SIGNED), store=store)
+        assert len(catalog) == 18
+        assert not store.indices_dir.exists()
+
+
+_OPEN = """
+import sys
+from pathlib import Path
+from cacheclient.mirrors.indexcache import open_mirror
+from cacheclient.store import Store
+print(len(open_mirror(sys.argv[1], store=Store(Path(sys.argv[2])))))
+"""
+
+
+class TestConcurrentRefresh:
+    def test_cold_cache_is_filled_once(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN, server.url, str(store.root)], stdout=subprocess.PIPE
+            )
+            for _ in range(5)
+        ]
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [o.strip() for o in outputs] == [b"18"] * 5
+        blobs = [e for e in server.requests() if e.uri.startswith("/blobs/")]
+        assert len(blobs) == 1
+
+
+class TestStoredIndex:
+    def test_large_index_is_kept_parsed_on_disk_and_gives_the_same_records(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from cacheclient.mirrors import indexcache
+        from cacheclient.store import Store
+
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        plain = indexcache.open_mirror(server.url, store=Store(tmp_path / "plain"))
+        monkeypatch.setattr(indexcache, "STORED_INDEX_ABOVE", 0)
+        store = Store(tmp_path / "s")
+        first = indexcache.open_mirror(server.url, store=store)
+        stored = list(store.root.rglob("*.sqlite"))
+        assert len(stored) == 1
+        assert (
+            stored[0].stem
+            == json.loads((SPACK_V3_SIGNED / "v3/manifests/index/index.manifest.json").read_text())[
+                "data"
+            ][0]["checksum"]
+        )
+        again = indexcache.open_mirror(server.url, store=store)  # within the TTL: no request
+        for catalog in (first, again):
+            assert len(catalog) == len(plain) == 18
+            assert catalog.names() == plain.names()
+            for record in plain:
+                got = catalog.get(record.hash)
+                assert got is not None
+                assert dataclasses.replace(got, source=None) == dataclasses.replace(
+                    record, source=None
+                )
