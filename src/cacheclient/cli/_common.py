@@ -81,7 +81,9 @@ def add_fetch_options(parser: argparse.ArgumentParser) -> None:
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, only warnings and errors on stderr"
+    )
 
 
 @dataclass

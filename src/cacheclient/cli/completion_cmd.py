@@ -21,8 +21,7 @@ SHELLS = ("bash", "zsh", "fish")
 
 _INSTALL = {
     "bash": "cacheclient completion bash > ~/.local/share/bash-completion/completions/cacheclient",
-    "zsh": "cacheclient completion zsh > ~/.zfunc/_cacheclient  "
-    "(with fpath+=(~/.zfunc); autoload -U compinit; compinit in ~/.zshrc)",
+    "zsh": 'eval "$(cacheclient completion zsh)" in ~/.zshrc, after compinit',
     "fish": "cacheclient completion fish > ~/.config/fish/completions/cacheclient.fish",
 }
 

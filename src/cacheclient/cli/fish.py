@@ -1,4 +1,8 @@
-"""Fish completion written from the argparse tree (shtab covers bash and zsh, not fish)."""
+"""Fish completion written from the argparse tree (shtab covers bash and zsh, not fish).
+
+One ``complete`` line per subcommand and per option, each guarded by the subcommands seen so
+far; options that take a file or directory complete paths, options with choices offer them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,20 @@ import re
 
 __all__ = ["fish_script"]
 
-_PATHY = re.compile(r"(FILE|DIR|PATH|ROOT|\.yaml|\.json|LOCK)", re.IGNORECASE)
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+_PATHY = re.compile(r"FILE|DIR|PATH|ROOT|MANIFEST|\.yaml|\.json", re.IGNORECASE)
+_MAX_HELP = 70
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _subparsers(
+def _subcommands(
     parser: argparse.ArgumentParser,
 ) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
     for action in parser._actions:
@@ -24,38 +34,36 @@ def _subparsers(
 
 
 def _help(action: argparse.Action) -> str:
-    text = action.help if action.help not in (None, argparse.SUPPRESS) else ""
-    text = (text or "").split(";")[0].split(". ")[0]
-    return text.replace("%(default)s", str(action.default)).replace("%%", "%")
+    text = action.help if isinstance(action.help, str) and action.help != argparse.SUPPRESS else ""
+    text = text.split("; ")[0].split(" (")[0].replace("%(default)s", str(action.default))
+    return text if len(text) <= _MAX_HELP else text[: _MAX_HELP - 1] + "…"
 
 
-def _option_lines(prog: str, condition: str, parser: argparse.ArgumentParser) -> list[str]:
-    lines: list[str] = []
-    for action in parser._actions:
-        if not action.option_strings or action.help == argparse.SUPPRESS:
-            continue
-        parts = [f"complete -c {prog}"]
-        if condition:
-            parts.append(f"-n {_quote(condition)}")
-        for opt in action.option_strings:
-            if opt.startswith("--"):
-                parts.append(f"-l {opt[2:]}")
-            elif len(opt) == 2:
-                parts.append(f"-s {opt[1]}")
-            else:
-                parts.append(f"-o {opt[1:]}")
-        if action.nargs != 0:
-            if action.choices:
-                parts.append("-x -a " + _quote(" ".join(str(c) for c in action.choices)))
-            elif _PATHY.search(str(action.metavar or action.dest)):
-                parts.append("-r -F")
-            else:
-                parts.append("-x")
-        help_text = _help(action)
-        if help_text:
-            parts.append("-d " + _quote(help_text))
-        lines.append(" ".join(parts))
-    return lines
+def _option_line(prog: str, condition: str, action: argparse.Action) -> str:
+    parts = [f"complete -c {prog}"]
+    if condition:
+        parts.append(f"-n {_quote(condition)}")
+    for opt in action.option_strings:
+        if opt.startswith("--"):
+            parts.append(f"-l {opt[2:]}")
+        elif len(opt) == 2:
+            parts.append(f"-s {opt[1]}")
+        else:
+            parts.append(f"-o {opt[1:]}")
+    if action.nargs != 0:
+        if action.choices:
+            parts.append("-x -a " + _quote(" ".join(str(c) for c in action.choices)))
+        elif _PATHY.search(str(action.metavar or action.dest)):
+            parts.append("-r -F")
+        else:
+            parts.append("-x")
+    if help_text := _help(action):
+        parts.append("-d " + _quote(help_text))
+    return " ".join(parts)
+
+
+def _seen(path: list[str]) -> str:
+    return "; and ".join(f"__fish_seen_subcommand_from {p}" for p in path)
 
 
 def fish_script(parser: argparse.ArgumentParser) -> str:
@@ -66,35 +74,32 @@ def fish_script(parser: argparse.ArgumentParser) -> str:
         f"# Install: {prog} completion fish > ~/.config/fish/completions/{prog}.fish",
         f"complete -c {prog} -f",
     ]
-    lines += _option_lines(prog, "", parser)
 
     def walk(node: argparse.ArgumentParser, path: list[str]) -> None:
-        sub = _subparsers(node)
+        condition = _seen(path)
+        sub = _subcommands(node)
+        for action in node._actions:
+            if action.help == argparse.SUPPRESS or action is sub:
+                continue
+            if action.option_strings:
+                lines.append(_option_line(prog, condition, action))
+            elif action.choices:
+                choices = " ".join(str(c) for c in action.choices)
+                lines.append(f"complete -c {prog} -n {_quote(condition)} -a {_quote(choices)}")
+            elif _PATHY.search(str(action.metavar or action.dest)):
+                lines.append(f"complete -c {prog} -n {_quote(condition)} -F")
         if sub is None:
             return
         names = list(sub.choices)
-        helps = {a.dest: a.help or "" for a in sub._choices_actions}
         if path:
-            seen = "; and ".join(f"__fish_seen_subcommand_from {p}" for p in path)
-            here = f"{seen}; and not __fish_seen_subcommand_from {' '.join(names)}"
+            here = f"{condition}; and not __fish_seen_subcommand_from {' '.join(names)}"
         else:
             here = "__fish_use_subcommand"
+        helps = {a.dest: a.help or "" for a in sub._choices_actions}
         for name in names:
-            lines.append(
-                f"complete -c {prog} -n {_quote(here)} -a {name} -d {_quote(helps.get(name, ''))}"
-            )
+            described = f" -d {_quote(helps[name][:_MAX_HELP])}" if helps.get(name) else ""
+            lines.append(f"complete -c {prog} -n {_quote(here)} -a {name}{described}")
         for name, child in sub.choices.items():
-            cond = "; and ".join(f"__fish_seen_subcommand_from {p}" for p in [*path, name])
-            lines.extend(_option_lines(prog, cond, child))
-            positional_files = [
-                a
-                for a in child._actions
-                if not a.option_strings
-                and _PATHY.search(str(a.metavar or a.dest))
-                and not isinstance(a, argparse._SubParsersAction)
-            ]
-            if positional_files:
-                lines.append(f"complete -c {prog} -n {_quote(cond)} -F")
             walk(child, [*path, name])
 
     walk(parser, [])

@@ -24,11 +24,12 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from cacheclient.cli.terminal import LiveArea, clip, printable, wants_live_display
+from cacheclient.cli.terminal import LiveArea, clip, clip_middle, printable, wants_live_display
 from cacheclient.events import Reporter
 
 __all__ = [
@@ -91,12 +92,39 @@ def _eta(remaining: float, rate: float) -> str:
     return f"{seconds // 60:02d}:{seconds % 60:02d}" if seconds < 6000 else ">99m"
 
 
+_RATE_WINDOW = 5.0
+"""Seconds of history behind a shown rate (a stalled download drops to 0 B/s)."""
+
+
+@dataclass
+class _Rate:
+    """Bytes per second over the last few seconds."""
+
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, done: int) -> None:
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[1][0] > _RATE_WINDOW:
+            self.samples.popleft()
+
+    def per_second(self, now: float) -> float:
+        if not self.samples:
+            return 0.0
+        first_t, first_done = self.samples[0]
+        last_done = self.samples[-1][1]
+        return (last_done - first_done) / max(now - first_t, 1e-3)
+
+
 @dataclass
 class _Artifact:
     size: int | None
     done: int = 0
     started: float = field(default_factory=time.monotonic)
     logged: float = field(default_factory=time.monotonic)
+    rate: _Rate = field(default_factory=_Rate)
+
+    def __post_init__(self) -> None:
+        self.rate.add(self.started, 0)
 
 
 class _Tracking(Reporter):
@@ -115,6 +143,7 @@ class _Tracking(Reporter):
         self.announced_bytes = 0
         """Sizes of the artifacts started so far (the total when the job's is unknown)."""
         self.started = time.monotonic()
+        self.rate = _Rate()
         _OUTPUT.active = self
 
     @property
@@ -143,6 +172,7 @@ class _Tracking(Reporter):
             self.total_items = total_items
             self.total_bytes = total_bytes
             self.started = time.monotonic()
+            self.rate.add(self.started, self.done_bytes)
 
     def waiting(self, artifact: str) -> None:
         with self.lock:
@@ -159,6 +189,9 @@ class _Tracking(Reporter):
             entry = self.active.setdefault(artifact, _Artifact(total))
             self.done_bytes += max(0, done - entry.done)
             entry.done = done
+            now = time.monotonic()
+            entry.rate.add(now, done)
+            self.rate.add(now, self.done_bytes)
 
     def download_finished(self, artifact: str, already_present: bool) -> None:
         with self.lock:
@@ -271,8 +304,7 @@ class TtyReporter(LogReporter):
         return max(self.area._width() - 1, 20)
 
     def _download_line(self, name: str, entry: _Artifact, now: float, width: int) -> str:
-        spent = max(now - entry.started, 1e-6)
-        rate = entry.done / spent
+        rate = entry.rate.per_second(now)
         if entry.size:
             pct = min(100, 100 * entry.done // entry.size) if entry.size else 0
             stats = (
@@ -284,11 +316,10 @@ class TtyReporter(LogReporter):
         room = width - len(stats) - 3
         if room < 12:  # a very narrow terminal: the name matters more than the numbers
             return clip(f"  {name}", width)
-        return f"  {clip(name, room):<{room}} {stats}"
+        return f"  {clip_middle(name, room):<{room}} {stats}"
 
     def _total_line(self, now: float, width: int) -> str:
-        elapsed = max(now - self.started, 1e-6)
-        rate = self.done_bytes / elapsed
+        rate = self.rate.per_second(now)
         known = max(self.total_bytes, self.announced_bytes)
         remaining = known - self.done_bytes if known else 0
         size = format_bytes(self.done_bytes) + (f"/{format_bytes(known)}" if known else "")
@@ -296,7 +327,7 @@ class TtyReporter(LogReporter):
         text = f"fetching {count} {size} {format_bytes(rate)}/s ETA {_eta(remaining, rate)}"
         bar_room = width - len(text) - 3
         if known and bar_room >= 10:
-            cells = min(bar_room, 30)
+            cells = 20 if bar_room >= 20 else 10  # a steady size: the numbers' width varies
             filled = min(cells, cells * self.done_bytes // known)
             text += " [" + "#" * filled + "." * (cells - filled) + "]"
         return text

@@ -15,7 +15,14 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-__all__ = ["LiveArea", "clip", "printable", "terminal_width", "wants_live_display"]
+__all__ = [
+    "LiveArea",
+    "clip",
+    "clip_middle",
+    "printable",
+    "terminal_width",
+    "wants_live_display",
+]
 
 
 def __dir__() -> list[str]:
@@ -24,7 +31,6 @@ def __dir__() -> list[str]:
 
 _FALLBACK_WIDTH = 80
 _ERASE_LINE = "\x1b[2K"
-_ERASE_BELOW = "\x1b[J"
 
 
 def wants_live_display(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
@@ -61,6 +67,10 @@ def _cell_width(char: str) -> int:
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
+def _cells(text: str) -> int:
+    return len(text) if text.isascii() else sum(_cell_width(c) for c in text)
+
+
 def clip(text: str, width: int) -> str:
     """*text* cut to at most *width* terminal cells, ending in ``…`` when it was cut."""
     if width <= 0:
@@ -77,6 +87,17 @@ def clip(text: str, width: int) -> str:
             return "".join(out) + "…"
         out.append(char)
     return text
+
+
+def clip_middle(text: str, width: int) -> str:
+    """*text* cut to *width* cells by eliding its middle (``demo-to…7 tarball``), so the end of
+    a label (hash, kind) stays readable."""
+    if _cells(text) <= width:
+        return text
+    if not text.isascii() or width < 9:
+        return clip(text, width)
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 class LiveArea:
@@ -117,17 +138,20 @@ class LiveArea:
         with self.lock:
             width = max(self._width() - 1, 1)
             shown = [clip(printable(line), width) for line in lines[: self.max_lines]]
-            parts = [self._to_top()]
-            for i, line in enumerate(shown):
+            parts = [self._to_top() or "\r"]
+            rows = max(len(shown), self._height)
+            for i in range(rows):
                 if i:
-                    # Move down onto a line the block already owns without a newline; only a
-                    # block that grows emits one (and may scroll once, as any new line does).
+                    # Move onto a line the block already owns without a newline; only a block
+                    # that grows emits one (and may scroll once, as any new line does).
                     parts.append("\x1b[1B\r" if i < self._height else "\n")
-                parts.append(_ERASE_LINE + line)
-            if len(shown) < self._height:
-                parts.append(_ERASE_BELOW)
-            if not shown and self._height:
-                parts.append(_ERASE_LINE)
+                # Lines the block no longer needs are erased one by one: an erase-below from
+                # the top-left corner makes some terminals (tmux) push the screen to history.
+                parts.append(_ERASE_LINE + (shown[i] if i < len(shown) else ""))
+            back = rows - max(len(shown), 1)
+            if back:
+                parts.append(f"\x1b[{back}A")
+                parts.append(f"\x1b[{_cells(shown[-1]) + 1}G" if shown else "\r")
             self._height = len(shown)
             self._out("".join(parts))
 
@@ -135,8 +159,7 @@ class LiveArea:
         """Remove the block; the cursor ends at the start of where it was."""
         with self.lock:
             if self._height:
-                self._out(self._to_top() + _ERASE_BELOW)
-                self._height = 0
+                self.show([])
 
     def write(self, text: str, redraw: Sequence[str] = ()) -> None:
         """Print *text* (permanent lines) above the block, then draw *redraw* below it."""
