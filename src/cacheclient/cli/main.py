@@ -183,6 +183,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         return 0
     finally:
         stop_display()
+        configure_output()  # a later in-process call starts from the defaults
     if json_output:
         try:
             _common.finish_json(error)
