@@ -553,6 +553,10 @@ class _Handler(logging.Handler):
         except (TypeError, ValueError):  # pragma: no cover - a bad format string is a bug
             message = str(record.msg)
         if _OUTPUT.json:
+            active = _OUTPUT.active
+            if isinstance(active, JsonLinesReporter):
+                active.log(record.levelname.lower(), message)
+                return
             payload = {"event": "log", "level": record.levelname.lower(), "message": message}
             write_diagnostic(json.dumps(payload))
             return
