@@ -273,6 +273,14 @@ class TestActionableErrors:
             f"    cacheclient keys trust 789B96D6B931B1D5 --store {store}",
         ]
         assert sum("error:" in line for line in lines) == 1
+        # once the key was fetched, the hint names its full fingerprint
+        assert main(["keys", "fetch", str(SPACK_V3_SIGNED), "--store", str(store)]) == 0
+        capsys.readouterr()
+        assert _install(store, tmp_path / "r") == 4
+        fpr = "DB2679D9E5CB03ADB239ACC6789B96D6B931B1D5"
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"    cacheclient keys trust {fpr} --store {store}"
+        )
 
 
 class TestMissingStore:
@@ -369,7 +377,12 @@ class TestConfig:
     def test_every_key_and_variable_is_documented(self) -> None:
         from cacheclient.settings import effective_settings
 
-        docs = (Path(__file__).resolve().parents[2] / "docs-draft" / "cliout.md").read_text()
+        repo = Path(__file__).resolve().parents[2]
+        docs = "".join(
+            path.read_text(encoding="utf-8")
+            for path in (repo / "README.md", repo / "docs-draft" / "cliout.md")
+            if path.is_file()
+        )
         for setting in effective_settings():
             assert f"`{setting.key}`" in docs, setting.key
             if setting.env:

@@ -129,15 +129,30 @@ def _command_name(args: argparse.Namespace, prog: str) -> str:
 
 def _hints(exc: CacheClientError, args: argparse.Namespace) -> list[str]:
     """The exact commands that fix *exc*, when there are some."""
-    if isinstance(exc, VerificationError) and getattr(exc, "key_id", None):
+    if isinstance(exc, VerificationError) and exc.key_id:
         store = getattr(args, "store", None)
         where = f" --store {store}" if store else ""
         mirror = exc.mirror or "MIRROR"
         return [
             f"cacheclient keys fetch {mirror}{where}",
-            f"cacheclient keys trust {exc.key_id}{where}",
+            f"cacheclient keys trust {_fingerprint_of(exc.key_id, store)}{where}",
         ]
     return []
+
+
+def _fingerprint_of(key_id: str, store: str | None) -> str:
+    """The full fingerprint of *key_id* when that key was fetched already, else the key ID."""
+    try:
+        from cacheclient.settings import store_from_option  # noqa: PLC0415
+        from cacheclient.trust import TrustStore  # noqa: PLC0415
+
+        fetched = TrustStore(store_from_option(store).trust_dir).fetched_keys()
+    except (CacheClientError, OSError):
+        return key_id
+    for key in fetched:
+        if key.fingerprint.upper().endswith(key_id.upper()):
+            return key.fingerprint
+    return key_id
 
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False) -> int:
