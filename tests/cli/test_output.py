@@ -137,7 +137,7 @@ class TestProgressOnATerminal:
         code, text, _ = _pty_run(_fetch_argv(slow_server, tmp_path / "s"), _env(**env))
         assert code == 0, text
         assert "\x1b" not in text
-        assert text.count("fetched     ") == len(NAMES)
+        assert text.count("downloaded  ") == len(NAMES)
 
     def test_interrupt_message_lands_on_a_clean_line(
         self, slow_server: FaultServer, tmp_path: Path
@@ -194,7 +194,7 @@ class TestOneStream:
         assert "installed" not in err
         assert "done " not in err
         assert "=" not in err  # no key=value debug lines
-        assert err.count("fetched     ") == 4  # not a terminal: one plain line per download
+        assert err.count("downloaded  ") == 4  # not a terminal: one plain line per download
 
     def test_quiet_and_verbose_after_the_command(
         self, trusted_store: Path, tmp_path: Path, capsys: Capture

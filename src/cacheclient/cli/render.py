@@ -245,9 +245,9 @@ class LogReporter(_Tracking):
         if entry is not None:
             seconds = max(time.monotonic() - entry.started, 1e-6)
             rate = format_bytes(entry.done / seconds)
-            self._emit(f"fetched     {artifact} ({format_bytes(entry.done)}, {rate}/s)\n")
+            self._emit(f"downloaded  {artifact} ({format_bytes(entry.done)}, {rate}/s)\n")
         else:
-            self._emit(f"fetched     {artifact}\n")
+            self._emit(f"downloaded  {artifact}\n")
 
     def candidate_rejected(self, candidate: object, reason: str) -> None:
         if self.level >= 1:
