@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,31 @@ def test_usage_error_with_json_is_a_json_document_too() -> None:
     assert doc["error"]["exit_code"] == 2
     assert "--no-such-flag" in doc["error"]["message"]
     assert "usage:" in proc.stderr  # a person still gets argparse's usage text
+
+
+def test_every_command_with_json_has_a_published_schema() -> None:
+    """A new command (or subcommand) with ``--json`` needs ``schemas/<command>.json``."""
+    import argparse
+
+    from cacheclient.cli.main import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, path: list[str]) -> Iterator[list[str]]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield path
+            return
+        for name, child in subs[0].choices.items():
+            yield from leaves(child, [*path, name])
+
+    parser = build_parser()
+    with_json = []
+    for path in leaves(parser, []):
+        leaf = parser
+        for name in path:
+            sub = next(a for a in leaf._actions if isinstance(a, argparse._SubParsersAction))
+            leaf = sub.choices[name]
+        if "--json" in leaf._option_string_actions:
+            with_json.append(".".join(path))
+    assert len(with_json) >= 12
+    missing = [name for name in with_json if name not in SCHEMAS]
+    assert missing == [], f"publish cacheclient/schemas/<name>.json for {missing}"
