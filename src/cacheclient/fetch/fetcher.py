@@ -495,6 +495,7 @@ class Fetcher:
                     raise
                 self.health.failed(mirror)
                 errors.append(exc)
+                self.reporter.mirror_failed(mirror, str(exc))
                 self.reporter.candidate_rejected(mirror, str(exc))
             else:
                 if errors:
@@ -541,6 +542,7 @@ class Fetcher:
             if isinstance(exc, StoreError):
                 raise
             self.health.failed(item.mirror)
+            self.reporter.mirror_failed(item.mirror, str(exc))
             self.reporter.candidate_rejected(item.mirror, str(exc))
             errors = [exc]
         record = item.record
