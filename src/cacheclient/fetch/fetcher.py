@@ -554,7 +554,10 @@ class Fetcher:
         )
 
     def _plan_on(self, record: BuildRecord, mirror: str) -> PendingBuild:
-        for layout in self._layouts(mirror):
+        layouts = self._layouts(mirror)
+        if record.source is not None and record.source.startswith(f"{mirror}/build_cache/"):
+            layouts = (2, 3)  # listed by this mirror's v2 index: no v3 probe first
+        for layout in layouts:
             try:
                 plan = (
                     self._plan_v3(record, mirror) if layout == 3 else self._plan_v2(record, mirror)
