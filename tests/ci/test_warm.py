@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from builders import blob_files, trust_key
 from cacheclient.cli.main import main
 from gpgtools import GpgKey
-from paths import SEED_PAGE, SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
+from paths import SEED_PAGE, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
 from servers import NginxServer
 
 ServeDir = Callable[..., NginxServer]
@@ -44,12 +45,7 @@ def manifest(
     return path
 
 
-def trust(store: Path) -> None:
-    assert main(["keys", "trust", str(SPACK_V3_KEY), "--store", str(store)]) == 0
-
-
-def blob_files(store: Path) -> list[Path]:
-    return sorted(p for p in (store / "blobs").rglob("*") if p.is_file())
+trust = trust_key
 
 
 class TestWarm:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import trust_key
 from cacheclient.cli.main import main
 from cacheclient.cli.render import (
     JsonLinesReporter,
@@ -23,7 +24,7 @@ from cacheclient.cli.render import (
     make_reporter,
 )
 from cacheclient.events import Reporter
-from paths import SEED_PAGE, SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
+from paths import SEED_PAGE, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
 from servers import FaultServer, NginxServer
 
 HOST = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v4"]
@@ -38,8 +39,7 @@ def fetch(mirror: str, store: Path, *extra: str) -> int:
     )
 
 
-def trust(store: Path) -> None:
-    assert main(["keys", "trust", str(SPACK_V3_KEY), "--store", str(store)]) == 0
+trust = trust_key
 
 
 class TestSignedMirror:
@@ -206,8 +206,11 @@ class TestPages:
                 "--quiet",
             ]
         )
-        assert code == 5
-        assert "not found on any mirror" in capsys.readouterr().err
+        # every candidate's own binary is missing from every stack: rejected on closure, exit 3
+        assert code == 3
+        err = capsys.readouterr().err
+        assert "rejected by closure" in err
+        assert "not found on any mirror" in err
         paths = {r.path for r in base.requests()}
         manifest = "/v3/manifests/spec/py-pyproject-hooks/"
         assert any(p.startswith("/develop" + manifest) for p in paths)  # root stack

@@ -362,8 +362,12 @@ class TestConfig:
         assert main(["config", "--mirror-base", "https://base.invalid", "--json"]) == 0
         settings = {s["key"]: s for s in json.loads(capsys.readouterr().out)["settings"]}
         assert settings["config"]["source"] == "env CACHECLIENT_CONFIG"
-        assert settings["jobs"] == {"key": "jobs", "value": 3, "source": f"config {config}",
-                                    "env": None}  # fmt: skip
+        assert settings["jobs"] == {
+            "key": "jobs",
+            "value": 3,
+            "source": f"config {config}",
+            "env": "CACHECLIENT_JOBS",
+        }
         assert settings["mirrors"]["value"] == ["https://example.invalid/m"]
         assert settings["store"]["source"] == "env CACHECLIENT_STORE"
         assert settings["mirror_base"]["source"] == "--mirror-base"

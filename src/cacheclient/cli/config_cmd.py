@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     add_store_option(parser)
     parser.add_argument("--root", metavar="DIR", help="install root")
     parser.add_argument("--jobs", "-j", type=int, default=None, help="parallel downloads")
+    parser.add_argument("--projection", metavar="FORMAT", help="prefix layout below the root")
     add_output_options(parser)
     parser.set_defaults(func=run)
 

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"untrusted {_line(key)}")
         return 0
     if action == "fetch":
-        from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
+        from cacheclient.settings import normalise_mirror  # noqa: PLC0415
 
         keys = fetch_mirror_keys(normalise_mirror(args.mirror), trust)
         if args.json:

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from cacheclient.cli.terminal import LiveArea, clip, clip_middle, printable, wants_live_display
 from cacheclient.events import Reporter
+from cacheclient.model import BuildRecord
 
 __all__ = [
     "JsonLinesReporter",
@@ -249,30 +250,29 @@ class LogReporter(_Tracking):
         else:
             self._emit(f"downloaded  {artifact}\n")
 
-    def candidate_rejected(self, candidate: object, reason: str) -> None:
+    def candidate_rejected(self, candidate: str, reason: str) -> None:
         if self.level >= 1:
             self._emit(f"skipped     {printable(str(candidate))}: {reason}\n")
 
-    def installing(self, record: Any, prefix: str) -> None:
+    def mirror_failed(self, mirror: str, reason: str) -> None:
+        if self.level >= 1:
+            self._emit(f"mirror      {printable(mirror)} failed: {reason}\n")
+
+    def installing(self, record: BuildRecord, prefix: str) -> None:
         if self.level >= 1:
             self._emit(f"installing  {_label(record)} -> {prefix}\n")
 
     def warning(self, message: str) -> None:
         self._emit(f"cacheclient: warning: {message}\n")
 
-    def finished(self, summary: Mapping[str, Any]) -> None:
+    def finished(self, summary: Mapping[str, int]) -> None:
         if self.level >= 2:
-            parts = [f"{k}={v}" for k, v in summary.items() if isinstance(v, (int, float, str))]
+            parts = [f"{k}={v}" for k, v in summary.items()]
             self._emit("debug: fetch summary: " + " ".join(parts) + "\n")
 
 
-def _label(record: Any) -> str:
-    name = getattr(record, "name", None)
-    version = getattr(record, "version", None)
-    short = getattr(record, "short_hash", None)
-    if name and version:
-        return f"{name}@{version}" + (f"/{short}" if short else "")
-    return str(record)
+def _label(record: BuildRecord) -> str:
+    return f"{record.name}@{record.version}/{record.short_hash}"
 
 
 class TtyReporter(LogReporter):
@@ -415,19 +415,19 @@ class TtyReporter(LogReporter):
                 _Tracking.download_finished(self, artifact, already_present)
             self._draw(force=True)
 
-    def installing(self, record: Any, prefix: str) -> None:
+    def installing(self, record: BuildRecord, prefix: str) -> None:
         with self.lock:
             super().installing(record, prefix)
             self._installing[_label(record)] = time.monotonic()
             self._ensure_ticker()
             self._draw(force=True)
 
-    def installed(self, record: Any, prefix: str) -> None:
+    def installed(self, record: BuildRecord, prefix: str) -> None:
         with self.lock:
             self._installing.pop(_label(record), None)
             self._draw(force=True)
 
-    def finished(self, summary: Mapping[str, Any]) -> None:
+    def finished(self, summary: Mapping[str, int]) -> None:
         with self.lock:
             self.active.clear()
             self.waiting_on.clear()
@@ -479,19 +479,22 @@ class JsonLinesReporter(_Tracking):
         super().download_finished(artifact, already_present)
         self._event("download_finished", artifact=artifact, already_present=already_present)
 
-    def candidate_rejected(self, candidate: object, reason: str) -> None:
+    def candidate_rejected(self, candidate: str, reason: str) -> None:
         self._event("candidate_rejected", candidate=str(candidate), reason=reason)
 
-    def installing(self, record: Any, prefix: str) -> None:
+    def mirror_failed(self, mirror: str, reason: str) -> None:
+        self._event("mirror_failed", mirror=mirror, reason=reason)
+
+    def installing(self, record: BuildRecord, prefix: str) -> None:
         self._event("installing", build=_label(record), prefix=prefix)
 
-    def installed(self, record: Any, prefix: str) -> None:
+    def installed(self, record: BuildRecord, prefix: str) -> None:
         self._event("installed", build=_label(record), prefix=prefix)
 
     def warning(self, message: str) -> None:
         self._event("warning", message=message)
 
-    def finished(self, summary: Mapping[str, Any]) -> None:
+    def finished(self, summary: Mapping[str, int]) -> None:
         self._event("finished", **dict(summary))
 
 
