@@ -200,6 +200,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         stop_display()
         configure_output()  # a later in-process call starts from the defaults
     if json_output:
+        if code and error is None:  # a failure without an exception still says so
+            error = {"exit_code": code, "type": "Failure", "message": f"exit code {code}"}
         try:
             _common.finish_json(error)
         except BrokenPipeError:
