@@ -34,6 +34,7 @@ from cacheclient.events import Reporter
 from cacheclient.model import BuildRecord
 
 __all__ = [
+    "GuardedStdout",
     "JsonLinesReporter",
     "LogReporter",
     "TtyReporter",
@@ -43,6 +44,7 @@ __all__ = [
     "stop_display",
     "verbosity",
     "write_diagnostic",
+    "yield_terminal",
 ]
 
 
@@ -51,6 +53,10 @@ def __dir__() -> list[str]:
 
 
 LOGGER = logging.getLogger("cacheclient")
+
+_PREPARING_AFTER = 0.5
+"""Seconds of silence before a terminal shows that the job is reading metadata."""
+_SPINNER = "|/-\\"
 
 _LOG_EVERY = 15.0
 """Seconds between progress lines of a long download in plain-log mode."""
@@ -298,6 +304,10 @@ class TtyReporter(LogReporter):
         self._last_draw = 0.0
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._created = time.monotonic()
+        self._preparing = True
+        """Until the first download, wait or installation: a line says the job is working."""
+        self._ensure_ticker()
 
     # -- drawing ---------------------------------------------------------------------------
     def _width(self) -> int:
@@ -349,6 +359,11 @@ class TtyReporter(LogReporter):
             rows.append(f"  installing {name}")
         if self.active or self.waiting_on:
             rows.append(self._total_line(now, width))
+        if rows:
+            self._preparing = False
+        elif self._preparing and now - self._created >= _PREPARING_AFTER:
+            spinner = _SPINNER[int((now - self._created) / self.interval) % len(_SPINNER)]
+            rows.append(f"{spinner} reading indexes and signed metadata")
         return rows
 
     def _draw(self, *, force: bool = False) -> None:
@@ -362,7 +377,7 @@ class TtyReporter(LogReporter):
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
             with self.lock:
-                if self.active or self.waiting_on or self._installing:
+                if self.active or self.waiting_on or self._installing or self._preparing:
                     self._draw(force=True)
 
     def _ensure_ticker(self) -> None:
@@ -377,6 +392,12 @@ class TtyReporter(LogReporter):
 
     def write_line(self, text: str) -> None:
         self._emit(text)
+
+    def pause(self) -> None:
+        """Remove the block; the "reading metadata" line does not come back."""
+        with self.lock:
+            self._preparing = False
+            self.area.clear()
 
     def close(self) -> None:
         self._stop.set()
@@ -429,6 +450,7 @@ class TtyReporter(LogReporter):
 
     def finished(self, summary: Mapping[str, int]) -> None:
         with self.lock:
+            self._preparing = False
             self.active.clear()
             self.waiting_on.clear()
             super().finished(summary)
@@ -528,6 +550,30 @@ def write_diagnostic(text: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+def yield_terminal() -> None:
+    """Stdout is about to print on the terminal the live display is drawn on: remove the
+    display first (it comes back only for downloads that start later)."""
+    active = _OUTPUT.active
+    if isinstance(active, TtyReporter):
+        active.pause()
+
+
+class GuardedStdout:
+    """Stands in for ``sys.stdout`` when it is the display's terminal: every write removes the
+    live display first, so results never mix with progress lines."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        if text:
+            yield_terminal()
+        return self._inner.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def stop_display() -> None:

@@ -138,6 +138,8 @@ class LiveArea:
         with self.lock:
             width = max(self._width() - 1, 1)
             shown = [clip(printable(line), width) for line in lines[: self.max_lines]]
+            if not shown and not self._height:
+                return
             parts = [self._to_top() or "\r"]
             rows = max(len(shown), self._height)
             for i in range(rows):
