@@ -423,3 +423,30 @@ def test_a_stalled_download_shows_no_rate() -> None:
     for t in (103.0, 105.0, 107.0):
         rate.add(t, 4 << 20)
     assert rate.per_second(110.0) < 1 << 20
+
+
+def test_a_short_terminal_keeps_the_total_line() -> None:
+    """A 4-row terminal shows at most 3 lines: the downloads that fit, then the total."""
+    from cacheclient.cli.render import TtyReporter
+
+    main_fd, child_fd = os.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 4, 60, 0, 0))
+    try:
+        with os.fdopen(os.dup(child_fd), "w", encoding="ascii") as stream:
+            reporter = TtyReporter(stream, interval=0.0)
+            reporter.starting(5, 5 << 20)
+            for i in range(5):
+                reporter.download_started(f"pkg{i}@1.0/abcdefg tarball", 1 << 20)
+            lines = reporter.lines()
+            assert len(lines) == 3
+            assert lines[-1].startswith("fetching [0/5]")
+            reporter.download_started("naïve-ünïcode-name-that-is-far-too-long-for-60-cols", 1)
+            reporter.close()
+        text = os.read(main_fd, 65536).decode("ascii")  # ASCII stream: nothing unencodable
+    finally:
+        os.close(child_fd)
+        os.close(main_fd)
+    screen = Screen(columns=60, rows=4)
+    screen.feed(text)
+    assert screen.wrapped == 0
+    assert screen.scrolled == 0

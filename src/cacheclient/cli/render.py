@@ -347,7 +347,7 @@ class TtyReporter(LogReporter):
         now = time.monotonic()
         width = self._width()
         rows: list[str] = []
-        budget = self.area.max_lines - 1
+        budget = max(self.area.capacity() - 1, 1)
         items = list(self.active.items())
         for name, entry in items[:budget]:
             rows.append(self._download_line(name, entry, now, width))
