@@ -304,6 +304,7 @@ class TtyReporter(LogReporter):
         self._last_draw = 0.0
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closed = False
         self._created = time.monotonic()
         self._preparing = True
         """Until the first download, wait or installation: a line says the job is working."""
@@ -369,7 +370,7 @@ class TtyReporter(LogReporter):
     def _draw(self, *, force: bool = False) -> None:
         with self.lock:
             now = time.monotonic()
-            if not force and now - self._last_draw < self.interval:
+            if self._closed or (not force and now - self._last_draw < self.interval):
                 return
             self._last_draw = now
             self.area.show(self.lines())
@@ -388,7 +389,7 @@ class TtyReporter(LogReporter):
 
     def _emit(self, text: str) -> None:
         with self.lock:
-            self.area.write(text.rstrip("\n"), self.lines())
+            self.area.write(text.rstrip("\n"), () if self._closed else self.lines())
 
     def write_line(self, text: str) -> None:
         self._emit(text)
@@ -400,8 +401,11 @@ class TtyReporter(LogReporter):
             self.area.clear()
 
     def close(self) -> None:
+        """Remove the block for good: download threads still running after an error or an
+        interrupt draw nothing more."""
         self._stop.set()
         with self.lock:
+            self._closed = True
             self.area.clear()
         ticker, self._ticker = self._ticker, None
         if ticker is not None and ticker is not threading.current_thread():

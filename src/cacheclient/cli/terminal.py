@@ -46,14 +46,16 @@ def wants_live_display(stream: TextIO, environ: dict[str, str] | None = None) ->
 
 
 def terminal_width(stream: TextIO) -> int:
-    """Columns of the terminal *stream* writes to (``COLUMNS`` wins; 80 when unknown)."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    """Columns of the terminal *stream* writes to, asked at each call (a resized window is
+    followed); ``COLUMNS`` when the terminal does not say; else 80."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns or _FALLBACK_WIDTH
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
-        return _FALLBACK_WIDTH
+        columns = 0
+    if columns > 0:
+        return columns
+    env = os.environ.get("COLUMNS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else _FALLBACK_WIDTH
 
 
 def printable(text: str) -> str:
