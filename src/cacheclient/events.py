@@ -28,6 +28,9 @@ class Reporter:
     def starting(self, total_items: int, total_bytes: int) -> None:
         """A job begins: how many artifacts and bytes it may need (upper bound)."""
 
+    def waiting(self, artifact: str) -> None:
+        """Another process is downloading *artifact* into the same store: this one waits."""
+
     def download_started(self, artifact: str, size: int | None) -> None:
         """Bytes of *artifact* start to flow (size None when unknown)."""
 

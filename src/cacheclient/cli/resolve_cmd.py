@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
                 "requests": [r.to_dict() for r in results],
             }
         )
-        for res in failed:
-            print(f"cacheclient: {no_match_message(res)}", file=sys.stderr)
-        return 3 if failed else 0
-    _print_human(results, host, args.explain)
+    else:
+        _print_human(results, host, args.explain)
+    for res in failed[1:]:
+        warn(no_match_message(res))
     if failed:
         raise NoMatchError(no_match_message(failed[0]))
     return 0

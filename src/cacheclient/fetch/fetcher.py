@@ -212,7 +212,7 @@ class Fetcher:
         try:
             return self.trust.verify_clearsigned(raw, url)
         except VerificationError as exc:
-            raise VerificationError(str(exc), url=url, mirror=mirror) from None
+            raise VerificationError(str(exc), url=url, mirror=mirror, key_id=exc.key_id) from None
 
     @staticmethod
     def _label(record: BuildRecord, kind: str) -> str:
@@ -238,7 +238,7 @@ class Fetcher:
         if store.pin(checksum):
             reporter.download_finished(label, True)
             return self._fetched_blob(kind, blob, mirror, present=True)
-        with store.download_lock(checksum):
+        with store.download_lock(checksum, on_wait=lambda: reporter.waiting(label)):
             if store.pin(checksum):  # another process finished it while we waited
                 reporter.download_finished(label, True)
                 return self._fetched_blob(kind, blob, mirror, present=True)
