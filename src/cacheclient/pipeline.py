@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from cacheclient.events import Reporter
@@ -70,7 +71,7 @@ def install(
         reporter=reporter,
         mirror_base=mirror_base,
     )
-    return install_fetched(
+    result = install_fetched(
         fetched.items,
         root=Path(root) if root is not None else default_root(),
         projection=projection,
@@ -78,3 +79,5 @@ def install(
         reporter=reporter,
         externals=list(externals.values()),
     )
+    chosen = {res.request: res.selected.hash for res in resolutions if res.selected is not None}
+    return replace(result, requests=chosen)

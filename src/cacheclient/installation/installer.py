@@ -137,6 +137,8 @@ class InstallResult:
     builds: tuple[InstalledBuild, ...] = ()
     externals: tuple[ExternalCheck, ...] = ()
     warnings: tuple[str, ...] = ()
+    requests: Mapping[str, str] = field(default_factory=dict)
+    """Each request as given (``"zlib@1.3"``) to the hash of the build installed for it."""
 
     @property
     def installed(self) -> list[InstalledBuild]:
@@ -149,12 +151,21 @@ class InstallResult:
     def prefix_of(self, dag_hash: str) -> Path | None:
         return next((b.prefix for b in self.builds if b.record.hash == dag_hash), None)
 
+    def prefix_for(self, request: str) -> Path | None:
+        """The install prefix of the build chosen for *request* (as given to ``install``)."""
+        dag_hash = self.requests.get(request)
+        return self.prefix_of(dag_hash) if dag_hash is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "root": str(self.root),
             "builds": [b.to_dict() for b in self.builds],
             "externals": [e.to_dict() for e in self.externals],
             "warnings": list(self.warnings),
+            "requests": {
+                request: str(self.prefix_for(request)) if self.prefix_for(request) else None
+                for request in self.requests
+            },
         }
 
 
