@@ -29,7 +29,7 @@ from cacheclient.metadata.catalog import Catalog
 from cacheclient.mirrors.catalogs import load_catalog
 from cacheclient.model import BuildRecord
 from cacheclient.settings import store_from_option
-from cacheclient.store import INDEX_MANIFEST, Store
+from cacheclient.store import Store
 
 __all__ = [
     "add_arguments",
@@ -84,8 +84,10 @@ def load_sources(args: argparse.Namespace, store: Store) -> tuple[Catalog, list[
     if not mirrors and not metadata:
         mirrors = [normalise_mirror(m) for m in (_config_value("mirrors") or ())]
     offline = bool(getattr(args, "offline", False))
-    if not mirrors and not metadata and offline and (store.root / INDEX_MANIFEST).is_file():
-        mirrors = [str(store.root)]  # the store is a mirror of everything it holds
+    if offline:  # with no source named, the store is a mirror of everything it holds
+        from cacheclient.mirrors.catalogs import offline_sources  # noqa: PLC0415
+
+        mirrors = offline_sources(metadata, mirrors, store)
     if not mirrors and not metadata:
         raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
     catalog = load_catalog(metadata, mirrors, store=store, offline=offline, warn=warn)

@@ -136,7 +136,12 @@ def _dry_run(args: argparse.Namespace) -> int:
     projection = _projection(args)
     store = store_from_option(getattr(args, "store", None))
     try:
-        catalog, mirrors = _catalog_read_only(args)
+        if args.offline:  # cached indexes (or the store itself) only: nothing is written
+            from cacheclient.cli.fetch_cmd import load_sources  # noqa: PLC0415
+
+            catalog, mirrors = load_sources(args, store)
+        else:
+            catalog, mirrors = _catalog_read_only(args)
         host = host_from_args(args)
         resolutions = resolve_or_raise(
             list(args.specs), catalog, host, os_compat=os_compat_from_args(args)
@@ -145,7 +150,11 @@ def _dry_run(args: argparse.Namespace) -> int:
         plan: list[dict[str, Any]] = []
         for rec in collect_records(resolutions):
             known = db.get(rec.hash) if db is not None else None
-            blob = _tarball_blob(rec, mirrors)
+            if args.offline:  # what the store verified earlier, never the mirror
+                stored = store.load_build(rec.hash)
+                blob = stored.tarball if stored is not None else None
+            else:
+                blob = _tarball_blob(rec, mirrors)
             size = blob.size if blob is not None else None
             in_store = blob is not None and store.has_blob(blob.checksum)
             if known is not None and not args.force and Path(known.prefix).is_dir():

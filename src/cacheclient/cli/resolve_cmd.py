@@ -17,7 +17,7 @@ from cacheclient.cli._common import (
     warn,
 )
 from cacheclient.errors import NoMatchError, UsageError
-from cacheclient.mirrors.catalogs import load_catalog
+from cacheclient.mirrors.catalogs import load_catalog, offline_sources
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import Resolution, closest_candidates, no_match_message, resolve
 from cacheclient.resolution.spec import parse_requests
@@ -39,6 +39,12 @@ def register(sub: Any) -> None:
     add_source_options(parser)
     add_store_option(parser)
     add_host_options(parser)
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never use the network: cached indexes only; with no source named, the builds "
+        "the store holds",
+    )
     parser.add_argument(
         "--explain", action="store_true", help="also list rejected builds with their reasons"
     )
@@ -92,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
     host = host_from_args(args)
     os_compat = os_compat_from_args(args)
     mirrors = list(args.mirror) or ([] if args.metadata else list(load_config().mirrors))
-    store = store_from_option(getattr(args, "store", None)) if mirrors else None
-    catalog = load_catalog(args.metadata, mirrors, store=store, warn=warn)
+    offline = bool(args.offline)
+    store = store_from_option(getattr(args, "store", None)) if (mirrors or offline) else None
+    if offline and store is not None:
+        mirrors = offline_sources(args.metadata, mirrors, store)
+    catalog = load_catalog(args.metadata, mirrors, store=store, offline=offline, warn=warn)
     results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
     failed = [r for r in results if r.selected is None]
     if args.json:
