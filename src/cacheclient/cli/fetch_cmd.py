@@ -150,6 +150,7 @@ def resolve_and_fetch(
         store=store,
         trust=None,
         allow_unsigned=bool(getattr(args, "allow_unsigned", False)),
+        unsigned_mirrors=[normalise_mirror(m) for m in _config_value("unsigned_mirrors") or ()],
         offline=bool(getattr(args, "offline", False)),
         jobs=jobs,
         reporter=reporter,
