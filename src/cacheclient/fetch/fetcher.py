@@ -698,7 +698,7 @@ def fetch_builds(
     the tarballs, so the reporter learns the job's total size before the large transfers start.
 
     :param mirrors: mirror URLs tried after those each record's ``stacks`` name.
-    :param trust: the trusted keys (default: the store's own trust directory).
+    :param trust: the trusted keys (default: the store's keyring and the user's).
     :param unsigned_mirrors: mirrors configured ``signed: false``.
     :param mirror_base: base URL for cache.spack.io stack names in ``record.stacks``.
     :raises VerificationError: a signature or checksum failed on every mirror that had the build.
@@ -715,7 +715,7 @@ def fetch_builds(
     fetcher = _Fetcher(
         mirrors=mirrors,
         store=store,
-        trust=trust or TrustStore(store.trust_dir),
+        trust=trust or TrustStore.for_store(store.trust_dir),
         allow_unsigned=allow_unsigned,
         unsigned_mirrors=unsigned_mirrors,
         offline=offline,
