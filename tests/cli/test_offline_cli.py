@@ -65,3 +65,7 @@ def test_offline_with_nothing_to_read(tmp_path: Path, capsys: Capture) -> None:
     assert "needs the network" in capsys.readouterr().err
     assert main(["inspect", page, "--offline"]) == 2
     assert "needs the network" in capsys.readouterr().err
+    assert main(["keys", "fetch", "https://mirror.example/cache", "--offline"]) == 2
+    assert "needs the network" in capsys.readouterr().err
+    store = ["--store", str(tmp_path / "k")]
+    assert main(["keys", "fetch", str(SPACK_V3_SIGNED), "--offline", *store]) == 0

@@ -58,6 +58,9 @@ def register(sub: Any) -> None:
         "fetch", help="download the keys a mirror publishes (shown, NOT trusted)"
     )
     fetch.add_argument("mirror", metavar="MIRROR")
+    fetch.add_argument(
+        "--offline", action="store_true", help="only a local mirror (path or file://) is read"
+    )
     common(fetch)
     parser.set_defaults(func=run)
 
@@ -158,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
         from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
 
         trust = keyrings["store"]
+        if args.offline and args.mirror.startswith(("http://", "https://")):
+            raise UsageError(
+                f"--offline: fetching keys from {args.mirror} needs the network "
+                "(keys fetched earlier: cacheclient keys list)"
+            )
         keys = fetch_mirror_keys(normalise_mirror(args.mirror), trust)
         if args.json:
             print_json({"fetched": [k.to_dict() for k in keys], "trusted": False})
