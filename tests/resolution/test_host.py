@@ -259,7 +259,7 @@ class TestConfig:
             "platform, spack_mirrors, store, target)",
             "os: must be a string",
             "os_compat: must be 'exact' or 'libc', not 'fuzzy'",
-            "mirrors.a: needs a URL (a string or {url: ...})",
+            "mirrors.a: must be a URL or a mapping with fetch/url",
             "jobs: must be a positive integer",
         )
         assert str(info.value).startswith("c.yaml: 5 problems: unknown key colour")
