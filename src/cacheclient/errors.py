@@ -30,6 +30,7 @@ __all__ = [
     "DownloadError",
     "InstallError",
     "MetadataError",
+    "MissingBuildError",
     "NoMatchError",
     "RelocationError",
     "StoreError",
@@ -114,6 +115,11 @@ class DownloadError(CacheClientError, OSError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
+
+
+class MissingBuildError(DownloadError):
+    """No mirror holds the build (every mirror answered "not found"), or, offline, the store
+    does not. Exit 5 when it ends a run; a resolver treats it as a hole in a closure."""
 
 
 class UnsafeArchiveError(CacheClientError):

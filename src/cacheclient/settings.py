@@ -1,4 +1,7 @@
-"""The user configuration file (YAML): host overrides, mirrors, store, mirror base, jobs.
+"""Settings, resolved once per command: flags > ``CACHECLIENT_*`` environment > config file >
+defaults (:func:`settings_from_args`, :func:`host_from_args`, :func:`store_from_option`).
+
+The user configuration file (YAML): host overrides, mirrors, store, mirror base, jobs.
 
 Location: ``CACHECLIENT_CONFIG`` if set, else ``<user config dir>/cacheclient/config.yaml``
 (platformdirs). A missing file is an empty configuration. Example::
@@ -28,8 +31,10 @@ from typing import Any
 import platformdirs
 import yaml
 
-from cacheclient.errors import ConfigError
+from cacheclient.errors import ConfigError, UsageError
+from cacheclient.fetch import DEFAULT_MIRROR_BASE
 from cacheclient.model import Libc
+from cacheclient.pipeline import Settings
 from cacheclient.resolution.compat import libc_for_os
 from cacheclient.resolution.host import (
     HostProfile,
@@ -44,10 +49,13 @@ from cacheclient.store import Store
 
 __all__ = [
     "Config",
+    "Settings",
     "config_path",
     "host_from_args",
     "load_config",
+    "normalise_mirror",
     "parse_config",
+    "settings_from_args",
     "store_from_option",
 ]
 
@@ -219,3 +227,70 @@ def store_from_option(value: str | None) -> Store:
         if configured:
             return Store(Path(configured))
     return Store()
+
+
+def normalise_mirror(url: str) -> str:
+    """Absolute path for a local directory given as a relative path; URLs unchanged."""
+    if "://" in url:
+        return url.rstrip("/")
+    return str(Path(url).expanduser().absolute())
+
+
+def _jobs(value: Any, source: str) -> int:
+    try:
+        jobs = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{source} must be a positive integer, not {value!r}") from None
+    if jobs < 1:
+        raise UsageError(f"{source} must be a positive integer, not {jobs}")
+    return jobs
+
+
+def settings_from_args(
+    args: Any, *, environ: Mapping[str, str] | None = None, config: Config | None = None
+) -> Settings:
+    """The :class:`~cacheclient.pipeline.Settings` for a command's parsed options.
+
+    Each value: the flag, else its ``CACHECLIENT_*`` variable, else the config file, else the
+    default (README, "Configuration"). Mirrors come from ``--mirror`` (or the config file when
+    no ``--mirror`` and no ``--metadata`` is given).
+    """
+    env = os.environ if environ is None else environ
+    cfg = config if config is not None else load_config(environ=env)
+
+    def pick(flag: str, var: str | None, key: str) -> Any:
+        value = getattr(args, flag, None)
+        if value not in (None, "", [], ()):
+            return value
+        if var is not None and env.get(var):
+            return env[var]
+        return getattr(cfg, key, None)
+
+    metadata = tuple(getattr(args, "metadata", None) or ())
+    mirrors = tuple(normalise_mirror(m) for m in (getattr(args, "mirror", None) or ()))
+    unsigned: tuple[str, ...] = ()
+    if not mirrors and not metadata:
+        mirrors = tuple(normalise_mirror(m) for m in cfg.mirrors)
+        unsigned = tuple(normalise_mirror(m) for m in cfg.unsigned_mirrors)
+    jobs_flag = getattr(args, "jobs", None)
+    jobs_value = pick("jobs", "CACHECLIENT_JOBS", "jobs")
+    jobs_source = "--jobs" if jobs_flag is not None else "jobs"
+    os_compat = pick("os_compat", "CACHECLIENT_OS_COMPAT", "os_compat") or "exact"
+    if os_compat not in ("exact", "libc"):
+        raise UsageError(f"os_compat must be 'exact' or 'libc', not {os_compat!r}")
+    store = pick("store", "CACHECLIENT_STORE", "store")
+    root = getattr(args, "root", None) or env.get("CACHECLIENT_ROOT")
+    return Settings(
+        mirrors=mirrors,
+        metadata=metadata,
+        store=Path(store).expanduser() if store else None,
+        root=Path(os.path.abspath(Path(root).expanduser())) if root else None,
+        mirror_base=str(pick("mirror_base", "CACHECLIENT_MIRROR_BASE", "mirror_base") or "")
+        or DEFAULT_MIRROR_BASE,
+        jobs=_jobs(jobs_value, jobs_source) if jobs_value is not None else 8,
+        os_compat=os_compat,
+        allow_unsigned=bool(getattr(args, "allow_unsigned", False)),
+        offline=bool(getattr(args, "offline", False)),
+        unsigned_mirrors=unsigned,
+        projection=getattr(args, "projection", None) or Settings().projection,
+    )

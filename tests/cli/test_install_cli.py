@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from cacheclient.api import install
 from cacheclient.cli.main import install_from_cache, main
 from cacheclient.errors import VerificationError
-from cacheclient.pipeline import install
 from cacheclient.resolution.host import HostProfile
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore

@@ -281,7 +281,7 @@ class TestUninstall:
 
 
 def test_the_library_result_maps_each_request_to_its_prefix(tmp_path: Path) -> None:
-    from cacheclient.pipeline import install
+    from cacheclient.api import install
     from cacheclient.resolution.host import HostProfile
     from cacheclient.store import Store
     from cacheclient.trust import TrustStore

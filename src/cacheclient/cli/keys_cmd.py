@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"untrusted {_line(key)}  ({name} keyring)")
         return 0
     if action == "fetch":
-        from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
+        from cacheclient.settings import normalise_mirror  # noqa: PLC0415
 
         trust = keyrings["store"]
         if args.offline and args.mirror.startswith(("http://", "https://")):

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     offline = bool(args.offline)
     store = store_from_option(getattr(args, "store", None)) if (mirrors or offline) else None
     if offline and store is not None:
-        mirrors = offline_sources(args.metadata, mirrors, store)
+        mirrors = offline_sources(args.metadata, mirrors, store.root)
     catalog = load_catalog(args.metadata, mirrors, store=store, offline=offline, warn=warn)
     results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
     failed = [r for r in results if r.selected is None]

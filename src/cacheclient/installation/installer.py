@@ -137,8 +137,8 @@ class InstallResult:
     builds: tuple[InstalledBuild, ...] = ()
     externals: tuple[ExternalCheck, ...] = ()
     warnings: tuple[str, ...] = ()
-    requests: Mapping[str, str] = field(default_factory=dict)
-    """Each request as given (``"zlib@1.3"``) to the hash of the build installed for it."""
+    requests: Mapping[str, Path] = field(default_factory=dict)
+    """Each request (as given) and the prefix of the build selected for it."""
 
     @property
     def installed(self) -> list[InstalledBuild]:
@@ -153,8 +153,7 @@ class InstallResult:
 
     def prefix_for(self, request: str) -> Path | None:
         """The install prefix of the build chosen for *request* (as given to ``install``)."""
-        dag_hash = self.requests.get(request)
-        return self.prefix_of(dag_hash) if dag_hash is not None else None
+        return self.requests.get(request)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,10 +161,7 @@ class InstallResult:
             "builds": [b.to_dict() for b in self.builds],
             "externals": [e.to_dict() for e in self.externals],
             "warnings": list(self.warnings),
-            "requests": {
-                request: str(self.prefix_for(request)) if self.prefix_for(request) else None
-                for request in self.requests
-            },
+            "requests": {k: str(v) for k, v in self.requests.items()},
         }
 
 

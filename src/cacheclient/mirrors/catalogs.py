@@ -40,7 +40,7 @@ def read_page_text(location: str) -> str:
         raise UsageError(f"--metadata {location}: cannot read: {exc.strerror}") from None
 
 
-def offline_sources(metadata: Sequence[str], mirrors: Sequence[str], store: Store) -> list[str]:
+def offline_sources(metadata: Sequence[str], mirrors: Sequence[str], store_root: Path) -> list[str]:
     """The mirrors an ``--offline`` command reads: those named, else the store itself.
 
     The store keeps a v3 index of every build it holds (``store.write_index``), so with no
@@ -53,10 +53,10 @@ def offline_sources(metadata: Sequence[str], mirrors: Sequence[str], store: Stor
         raise UsageError(f"--offline: the page {remote[0]} needs the network (save it to a file)")
     if mirrors or metadata:
         return list(mirrors)
-    if (store.root / INDEX_MANIFEST).is_file():
-        return [str(store.root)]
+    if (store_root / INDEX_MANIFEST).is_file():
+        return [str(store_root)]
     raise UsageError(
-        f"--offline with no --mirror or --metadata: the store {store.root} holds no builds yet "
+        f"--offline with no --mirror or --metadata: the store {store_root} holds no builds yet "
         "(fetch them once online, or name a local mirror)"
     )
 
