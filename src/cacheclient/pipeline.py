@@ -139,6 +139,7 @@ class Client:
         self.reporter = reporter or Reporter()
         self._catalog: Catalog | None = None
         self._fetcher: Fetcher | None = None
+        self._verified: dict[str, Verified] = {}
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -209,7 +210,7 @@ class Client:
         """
         the_host = host if host is not None else detect_host()
         catalog = self.catalog()
-        verified: dict[str, Verified] = {}
+        verified = self._verified  # shared by this client's plans: each build verified once
         resolutions = resolve(
             list(specs),
             catalog,
@@ -267,9 +268,16 @@ class Client:
         todo = [r for r in records if r.hash not in verified]
         results, errors = self.fetcher.verify_all(todo) if todo else ({}, {})
         verified.update(results)
+        if self.settings.offline:
+            missing = [str(e) for e in errors.values() if isinstance(e, MissingBuildError)]
+            if missing:
+                raise MissingBuildError(
+                    f"offline: {len(missing)} build(s) missing from the store "
+                    f"{self.store.root}: " + "; ".join(sorted(missing))
+                )
         for record in records:
             error = errors.get(record.hash)
-            if isinstance(error, MissingBuildError) and not self.settings.offline:
+            if isinstance(error, MissingBuildError):
                 raise ClosureHole(f"{record.name}/{record.short_hash} has no binary ({error})")
             if error is not None:
                 raise error
@@ -336,7 +344,7 @@ def _plan_of(
         resolutions=tuple(resolutions),
         builds=tuple(builds.values()),
         externals=tuple(externals.values()),
-        verified=dict(verified),
+        verified={h: verified[h] for h in builds if h in verified},
     )
 
 

@@ -205,8 +205,11 @@ class TestPages:
                 "--quiet",
             ]
         )
-        assert code == 5
-        assert "not found on any mirror" in capsys.readouterr().err
+        # every candidate's own binary is missing from every stack: rejected on closure, exit 3
+        assert code == 3
+        err = capsys.readouterr().err
+        assert "rejected by closure" in err
+        assert "not found on any mirror" in err
         paths = {r.path for r in base.requests()}
         manifest = "/v3/manifests/spec/py-pyproject-hooks/"
         assert any(p.startswith("/develop" + manifest) for p in paths)  # root stack

@@ -82,17 +82,25 @@ class TestContract:
     def test_dry_run_changes_nothing(
         self, mirror_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """A dry run is the real plan: signatures checked (so an untrusted key fails it), sizes
+        from the signed manifests; nothing is installed and no tarball is downloaded."""
         store, root = tmp_path / "s", tmp_path / "r"
         argv = ["install", "demo-tool@1.0.0", "--mirror", mirror_url, *HOST, "--store",
                 str(store), "--root", str(root), "--dry-run", "--json"]  # fmt: skip
+        assert main(argv) == 4
+        capsys.readouterr()
+        _trust(store)
+        capsys.readouterr()
         assert main(argv) == 0
         plan = json.loads(capsys.readouterr().out)
         assert plan["dry_run"] is True
         assert [b["action"] for b in plan["builds"]] == ["install"] * 4
+        assert all(b["signed"] for b in plan["builds"])
         assert all(b["tarball_size"] and b["tarball_size"] > 1000 for b in plan["builds"])
         assert plan["fetch_bytes"] == sum(b["tarball_size"] for b in plan["builds"])
         assert not root.exists()
-        assert not store.exists()  # not even an index cache
+        blobs = [p for p in (store / "blobs").rglob("*") if p.is_file()]
+        assert len(blobs) == 4  # the four verified spec blobs, no tarball
         assert main(argv[:-1]) == 0
         assert "4 build(s) to install" in capsys.readouterr().out
 

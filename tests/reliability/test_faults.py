@@ -157,7 +157,6 @@ PERMANENT: dict[str, tuple[Callable[[], list[Fault]], int, tuple[str, ...]]] = {
         ("HTTP 503",),
     ),
     "429": (_f(kind="status", status=429, path=MANIFEST), 5, (MANIFEST, "HTTP 429")),
-    "404-listed-manifest": (_f(kind="not_found", path=MANIFEST), 5, ("not found", TOOL)),
     "404-tarball": (_f(kind="not_found", path=TARBALL), 5, ("not found", TOOL)),
     "redirect-loop-manifest": (_f(kind="redirect_loop", path=MANIFEST), 5, (MANIFEST,)),
     "redirect-loop-index": (_f(kind="redirect_loop", path=INDEX_MANIFEST), 5, (INDEX_MANIFEST,)),
@@ -289,14 +288,30 @@ class TestNginx:
         assert TOOL not in store_builds(store)
         assert_clean(store)
 
-    def test_listed_file_missing(
-        self, copy: Path, nginx_mirror: ServeDir, store: Path, capsys: Capture
+    @pytest.mark.parametrize("where", ["disk", "server"])
+    def test_listed_build_missing_the_next_best_is_fetched(  # noqa: PLR0917
+        self,
+        where: str,
+        copy: Path,
+        nginx_mirror: ServeDir,
+        fault_server: Callable[..., FaultServer],
+        store: Path,
+        capsys: Capture,
     ) -> None:
-        (copy / MANIFEST.lstrip("/")).unlink()
-        server = nginx_mirror(copy)
-        code, err = fetch(store, server.url, capsys=capsys)
-        assert_one_line_error(err, code, 5, "not found", TOOL)
-        assert TOOL not in store_builds(store)
+        """The index lists the best build but no mirror has its manifest (deleted, or a 404
+        every time): it is rejected on the closure axis and the next-best build is fetched."""
+        if where == "disk":
+            (copy / MANIFEST.lstrip("/")).unlink()
+            url = nginx_mirror(copy).url
+        else:
+            server = fault_server(copy)
+            server.inject(Fault(kind="not_found", path=MANIFEST))
+            url = server.url
+        code, err = fetch(store, url, capsys=capsys)
+        assert code == 0, err
+        builds = store_builds(store)
+        assert TOOL not in builds
+        assert any(BY_HASH[h]["name"] == "demo-tool" for h in builds if h in BY_HASH)
         assert_clean(store)
 
     def test_resume_of_a_partial_download_from_nginx(

@@ -401,14 +401,14 @@ class Fetcher:
     def verify(self, record: BuildRecord) -> FetchedBuild | PendingBuild:
         """Phase 1 for one build: from the store, or its signed metadata from a mirror.
 
-        :raises MissingBuildError: no mirror has it (or, offline, the store does not).
+        :raises MissingBuildError: no mirror has it (or, offline, the store does not: the
+            message then says what is missing).
         :raises VerificationError: bad signature or checksum, or a relabelled build.
         """
         try:
             return self.plan(record)
         except _NotHere as exc:
-            message = f"offline: missing from the store {self.store.root}: {exc}"
-            raise MissingBuildError(message) from None
+            raise MissingBuildError(str(exc)) from None
 
     def verify_all(
         self, records: Sequence[BuildRecord]
