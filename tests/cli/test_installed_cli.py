@@ -185,6 +185,19 @@ class TestEnv:
             assert path_line.startswith(start)
             assert ZLIB in path_line
 
+    def test_default_shell_follows_the_login_shell(
+        self, installed: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for shell, start in (
+            ("/usr/bin/fish", "set -gx "),
+            ("/bin/tcsh", "setenv "),
+            ("", "export "),
+        ):
+            monkeypatch.setenv("SHELL", shell)
+            code, out, _ = _cli(capsys, "env", "demo-zlib", "--root", str(installed))
+            assert code == 0
+            assert all(line.startswith(start) for line in out.splitlines())
+
     def test_only_package_and_json(
         self, installed: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -32,7 +32,10 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("specs", nargs="+", metavar="SPEC")
     parser.add_argument(
-        "--shell", choices=SHELLS, default=None, help="the shell to write code for (default: sh)"
+        "--shell",
+        choices=SHELLS,
+        default=None,
+        help="the shell to write code for (default: from $SHELL: fish, csh for csh/tcsh, else sh)",
     )
     for name in SHELLS:
         parser.add_argument(
@@ -53,6 +56,15 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _login_shell(shell: str) -> str:
+    name = os.path.basename(shell)
+    if name == "fish":
+        return "fish"
+    if name in ("csh", "tcsh"):
+        return "csh"
+    return "sh"
+
+
 def run(args: argparse.Namespace) -> int:
     requests = parse_requests(args.specs, anonymous=True)
     root, db, _ = load_root(args)
@@ -65,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         walk = [r for r in walk if r.hash not in wanted]
     for dag_hash in missing:
         warn(f"dependency /{dag_hash[:7]} is not installed in {root}: left out")
+    for rec in walk:
+        if not os.path.isdir(rec.prefix):
+            warn(f"{rec.name}@{rec.version} /{rec.hash[:7]}: prefix {rec.prefix} is missing")
     # Requested builds first on PATH, then their dependencies (the reverse of post-order).
     prefixes = [r.prefix for r in reversed(walk)]
     variables = environment(prefixes, os.environ)
@@ -79,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    sys.stdout.write(render(variables, args.shell or "sh"))
+    sys.stdout.write(render(variables, args.shell or _login_shell(os.environ.get("SHELL", ""))))
     return 0
