@@ -49,6 +49,13 @@ def test_power9_without_a_family_is_little_endian(capsys: Capture) -> None:
     assert capsys.readouterr().out.strip().endswith("-power9le")
 
 
+def test_the_library_reads_the_family_too() -> None:
+    from cacheclient.resolution.host import detect_host
+
+    text = (CPUINFO / "linux-ubuntu22.04-neoverse_v2").read_text()
+    assert detect_host(cpuinfo=text, probe=False).target == "neoverse_v2"
+
+
 def test_a_file_that_names_no_family_is_a_usage_error(tmp_path: Path, capsys: Capture) -> None:
     dump = tmp_path / "cpuinfo"
     dump.write_text("processor : 0\nbogomips : 100\n")

@@ -100,6 +100,18 @@ def test_no_runnable_profile_fails_before_any_download(
     assert not root.exists()
 
 
+def test_an_explicit_profile_the_host_cannot_run_is_taken_with_a_warning(
+    lock: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    profile = ["--profile", "linux-debian12-x86_64_v4"]
+    code, _, root = _install(lock, tmp_path, "--os", "debian12", "--target", "haswell", *profile)
+    assert code == 0
+    assert "this host may not run it: target x86_64_v4 does not run on haswell" in (
+        capsys.readouterr().err
+    )
+    assert _tool_hash(root) == TOOL_V4
+
+
 def test_lock_lists_the_profiles(lock: Path) -> None:
     profiles = [p["profile"]["target"] for p in json.loads(lock.read_text())["profiles"]]
     assert profiles == ["x86_64_v3", "x86_64_v4"]

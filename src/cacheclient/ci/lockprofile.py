@@ -69,7 +69,11 @@ def choose_profile(
     if name is not None:
         for locked in profiles:
             if locked.profile.label() == name:
-                return ProfileChoice(locked=locked, exact=False, reason="chosen with --profile")
+                problem = _why_not(locked, host, os_compat)
+                reason = "chosen with --profile"
+                if problem is not None:
+                    reason += f" (this host may not run it: {problem})"
+                return ProfileChoice(locked=locked, exact=False, reason=reason)
         raise UsageError(f"{source}: no profile {name!r} (it has {', '.join(labels) or 'none'})")
     for locked in profiles:
         p = locked.profile

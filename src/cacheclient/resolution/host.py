@@ -381,8 +381,10 @@ def detect_host(
     """A profile from the given texts; whatever is not given is probed when *probe* is true.
 
     With ``probe=False`` a missing text gives ``unknown`` OS / the family as target and no libc.
+    The family of a *cpuinfo* text is read from the text (:func:`infer_family`) unless given.
     """
-    fam = family or _machine_family()
+    inferred = infer_family(cpuinfo) if cpuinfo is not None and family is None else None
+    fam = family or inferred or _machine_family()
     if cpuinfo is not None:
         target = detect_target(cpuinfo, fam)
     else:
