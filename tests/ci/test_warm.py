@@ -331,10 +331,10 @@ class TestInstallFromLock:
         m = manifest(tmp_path, server.url)
         assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
         root = tmp_path / "root"
-        # two profiles in the lock: without host options that match one, a usage error
+        # two profiles in the lock, neither runs on an x86_64 (v1) host: exit 3, nothing fetched
         args = ["install", "--from-lock", str(lock), "--store", str(runner), "--root", str(root)]
-        assert main([*args, "--platform", "linux", "--os", "debian12", "--target", "zen4"]) == 2
-        assert "no profile for host linux-debian12-zen4" in capsys.readouterr().err
+        assert main([*args, "--platform", "linux", "--os", "debian12", "--target", "x86_64"]) == 3
+        assert "no profile runs on this host linux-debian12-x86_64" in capsys.readouterr().err
         server.clear_log()
         host = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v4"]
         assert main([*args, *host, "--quiet"]) == 0

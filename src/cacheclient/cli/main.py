@@ -39,6 +39,10 @@ COMMANDS = (
     "gc",
     "install",
     "warm",
+    "list",
+    "location",
+    "env",
+    "uninstall",
     "config",
     "completion",
 )

@@ -284,11 +284,17 @@ def open_mirror(
     ttl: float = DEFAULT_TTL,
     offline: bool = False,
     options: TransportOptions | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Catalog:
     """The catalog of the mirror at *url*, from the store's cache when it is still fresh.
 
+    When the cached index is older than *ttl* and the mirror cannot be reached, the cached
+    index is used anyway (as Spack does), with a warning through *warn* and in the catalog's
+    warnings: builds the store already holds can still be installed.
+
     :raises MetadataError: not a mirror, or a malformed index.
-    :raises DownloadError: the mirror cannot be reached (or ``offline`` with nothing cached).
+    :raises DownloadError: the mirror cannot be reached and nothing is cached (or ``offline``
+        with nothing cached).
     """
     url = url.rstrip("/") or url
     if not _is_remote(url):
@@ -314,7 +320,28 @@ def open_mirror(
             cached = _catalog(url, cache, old, None, f"{url} (cached index)")
             if cached is not None:
                 return cached
-        return _refresh(url, cache, old, options)
+        try:
+            return _refresh(url, cache, old, options)
+        except DownloadError as exc:
+            stale = _catalog(url, cache, old, None, f"{url} (cached index)") if old else None
+            if stale is None or old is None:
+                raise
+            message = (
+                f"{url} is unreachable; using its index cached {_age(old.checked_at)} ago ({exc})"
+            )
+            stale.warnings = (*stale.warnings, message)
+            if warn is not None:
+                warn(message)
+            return stale
+
+
+def _age(checked_at: float) -> str:
+    """How long ago *checked_at* was, for people: ``42 s``, ``12 min``, ``3 h``, ``2 days``."""
+    seconds = max(0, int(time.time() - checked_at))
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def _refresh(
@@ -366,7 +393,7 @@ def open_mirrors(
     failed: list[str] = []
     for url in urls:
         try:
-            catalogs.append(open_mirror(url, store=store, offline=offline))
+            catalogs.append(open_mirror(url, store=store, offline=offline, warn=warn))
         except (DownloadError, MetadataError, VerificationError) as exc:
             errors.append(exc)
             failed.append(url)
