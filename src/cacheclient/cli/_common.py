@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -77,8 +76,12 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    """*data* as indented JSON (msgspec: a resolve's closure of thousands of builds is printed
+    in milliseconds, where ``json.dump(indent=2)`` takes a good part of a warm command)."""
+    import msgspec  # noqa: PLC0415
+
+    text = msgspec.json.format(msgspec.json.encode(data), indent=2).decode() + "\n"
+    sys.stdout.write(text)
 
 
 def warn(message: str) -> None:

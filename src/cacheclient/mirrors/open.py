@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,10 +128,12 @@ def open_catalog(mirror_url: str, read: Callable[[str], bytes | None]) -> Catalo
 def local_root(root: str | Path) -> Path:
     """The directory of a local mirror given as a path or a ``file://`` URL."""
     if isinstance(root, str) and root.startswith("file:"):
+        from urllib.request import url2pathname  # noqa: PLC0415 - slow to import
+
         parsed = urllib.parse.urlsplit(root)
-        path = urllib.request.url2pathname(parsed.path)
+        path = url2pathname(parsed.path)
         if parsed.netloc not in ("", "localhost"):  # file://relative/dir: read as relative
-            path = urllib.request.url2pathname(parsed.netloc + parsed.path)
+            path = url2pathname(parsed.netloc + parsed.path)
         return Path(path)
     return Path(root)
 
