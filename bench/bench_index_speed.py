@@ -120,7 +120,7 @@ def make_mirror(root: Path, records: int) -> tuple[Path, str, int]:
             str(records),
             "--holes",
             "0",
-        ],  # fmt: skip
+        ],
         check=True,
         capture_output=True,
     )
