@@ -57,24 +57,32 @@ PARSERS = {
 TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """``(wall seconds, peak RSS MB, stdout)`` of one fresh process.
+Result = tuple[float, float, str, float]
+"""``(wall seconds, peak RSS MB, stdout, CPU seconds)``"""
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> Result:
+    """``(wall seconds, peak RSS MB, stdout, CPU seconds)`` of one fresh process.
 
     The peak is measured by ``/usr/bin/time`` (a small C parent): a child forked from this
     script directly would count this script's own memory as its peak."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
-        full = [TIME, "-f", "%M", "-o", rss.name, *cmd] if TIME else cmd
+        full = [TIME, "-f", "%M %U %S", "-o", rss.name, *cmd] if TIME else cmd
         start = time.perf_counter()
         proc = subprocess.run(full, env=env, capture_output=True, text=True, check=False)
         elapsed = time.perf_counter() - start
         if proc.returncode not in (0, 3):
             sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
         text = rss.read().strip().splitlines()
-    peak = int(text[-1]) / 1024 if text and text[-1].isdigit() else float("nan")
-    return elapsed, peak, proc.stdout
+    try:
+        kb, user, system = text[-1].split()
+        peak, cpu = int(kb) / 1024, float(user) + float(system)
+    except (IndexError, ValueError):
+        peak = cpu = float("nan")
+    return elapsed, peak, proc.stdout, cpu
 
 
-def best(results: list[tuple[float, float, str]]) -> tuple[float, float, str]:
+def best(results: list[Result]) -> Result:
     return min(results, key=lambda r: r[0])
 
 
@@ -178,7 +186,7 @@ def main() -> int:
         index = v2_mirror / "build_cache" / "index.json"
         servers = [serve(v3_mirror), serve(v2_mirror)]
         (_, v3_url), (_, v2_url) = servers
-        rows: list[tuple[str, float, float]] = []
+        rows: list[tuple[str, float, float, float]] = []
         answers: list[object] = []
 
         def answer(out: str) -> object:
@@ -186,10 +194,10 @@ def main() -> int:
             selected = req.get("selected") or {}
             return selected.get("hash"), [c["hash"] for c in req.get("closure") or []]
 
-        def record(label: str, result: tuple[float, float, str]) -> None:
-            rows.append((label, result[0], result[1]))
+        def record(label: str, result: Result) -> None:
+            rows.append((label, result[0], result[1], result[3]))
 
-        def repeat(cmd: list[str], run_env: dict[str, str]) -> tuple[float, float, str]:
+        def repeat(cmd: list[str], run_env: dict[str, str]) -> Result:
             return best([run_measured(cmd, run_env) for _ in range(args.repeat)])
 
         for label, code in PARSERS.items():
@@ -231,12 +239,13 @@ def main() -> int:
         for server, _ in servers:
             server.shutdown()
 
-        def mean_of(cmd: list[str], n: int = 20) -> tuple[float, float, str]:
+        def mean_of(cmd: list[str], n: int = 20) -> Result:
             results = [run_measured(cmd, env) for _ in range(n)]
             return (
                 sum(r[0] for r in results) / n,
                 max(r[1] for r in results),
                 "",
+                sum(r[3] for r in results) / n,
             )
 
         startup = mean_of([sys.executable, "-c", "pass"])
@@ -249,16 +258,16 @@ def main() -> int:
             f"closure of the selected build: {len(answers[0][1])} builds; "  # type: ignore[index]
             f"best of {args.repeat}, each a fresh process"
         )
-        print(f"{'step':44} {'seconds':>8} {'x json.load':>12} {'peak MB':>8}")
-        for label, secs, peak in rows:
-            print(f"{label:44} {secs:8.2f} {secs / base:12.2f} {peak:8.0f}")
-        print(f"{'python -c pass (mean of 20)':44} {startup[0]:8.3f}")
-        print(
-            f"{'cacheclient --version (mean of 20)':44} {version[0]:8.3f} {'':12} {version[1]:8.0f}"
-        )
-        print(
-            f"{'cacheclient --help (mean of 20)':44} {helptext[0]:8.3f} {'':12} {helptext[1]:8.0f}"
-        )
+        print(f"{'step':44} {'seconds':>8} {'x json.load':>12} {'peak MB':>8} {'CPU s':>7}")
+        for label, secs, peak, cpu in rows:
+            print(f"{label:44} {secs:8.2f} {secs / base:12.2f} {peak:8.0f} {cpu:7.2f}")
+        for label, result in (
+            ("python -c pass (mean of 20)", startup),
+            ("cacheclient --version (mean of 20)", version),
+            ("cacheclient --help (mean of 20)", helptext),
+        ):
+            wall, peak, _, cpu = result
+            print(f"{label:44} {wall:8.3f} {'':12} {peak:8.0f} {cpu:7.3f}")
         same = all(a == answers[0] for a in answers)
         print(f"same answer every time: {same}")
         print("Spack, for context (issue 13, this machine, this index): about a minute and 1.4 GB")

