@@ -195,10 +195,14 @@ class _Cache:
             self.store.write_file(f"{self.relative}/meta.json", meta)
 
     def drop_other_parsed(self, checksum: str) -> None:
-        """Remove the parsed indexes of indexes that have been replaced."""
+        """Remove the parsed indexes of indexes that have been replaced (and partial ones left
+        by a writer that died more than an hour ago; a live one may be writing)."""
         with contextlib.suppress(OSError):
             for old in self.folder.glob("*.sqlite"):
-                if old.name != f"{checksum}.sqlite":
+                if old.name.startswith("."):
+                    if time.time() - old.stat().st_mtime > 3600:
+                        old.unlink(missing_ok=True)
+                elif old.name != f"{checksum}.sqlite":
                     old.unlink(missing_ok=True)
 
 
