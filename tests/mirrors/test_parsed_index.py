@@ -183,21 +183,35 @@ def _swap_bodies(path: Path) -> None:
         conn.close()
 
 
-def _edit_version(path: Path) -> None:
-    """A record's version changed inside its body, the CRC recomputed to match."""
-    import zlib
-
+def _edit_stacks(path: Path) -> None:
+    """A record's stacks changed inside its body, the CRC recomputed to match."""
     conn = sqlite3.connect(path)
     try:
-        h, body = conn.execute(
-            "SELECT hash, body FROM records WHERE kind = 0 ORDER BY hash LIMIT 1"
+        h, body, target = conn.execute(
+            "SELECT hash, body, target FROM records WHERE kind = 0 ORDER BY hash LIMIT 1"
         ).fetchone()
         fields = msgspec.msgpack.decode(body)
         fields["stacks"] = ["evil"]
         new = msgspec.msgpack.encode(fields)
+        crc = parsed_index._crc(new, 0, target)
+        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _other_target(path: Path) -> None:
+    """A record pointed at another target description, the CRC recomputed to match."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("INSERT INTO targets VALUES (99, ?, ?)", (b"\x81\xa4name\xa1x", 0))
         conn.execute(
-            "UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, zlib.crc32(new), h)
+            "UPDATE targets SET crc = ? WHERE id = 99",
+            (parsed_index._crc(b"\x81\xa4name\xa1x", 0, 99),),
         )
+        for h, body in conn.execute("SELECT hash, body FROM records WHERE kind = 0").fetchall():
+            crc = parsed_index._crc(body, 0, 99)
+            conn.execute("UPDATE records SET target = 99, crc = ? WHERE hash = ?", (crc, h))
         conn.commit()
     finally:
         conn.close()
@@ -255,7 +269,9 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "old-format": _old_format,
     "crc-mismatch": lambda p: _update(p, "UPDATE records SET crc = crc + 1"),
     "swapped-bodies": _swap_bodies,
-    "edited-record": _edit_version,
+    "edited-record": _edit_stacks,
+    "other-target": _other_target,
+    "target-table": lambda p: _update(p, "UPDATE targets SET crc = crc + 1"),
     "meta-checksum": lambda p: _update(p, "UPDATE meta SET value = 'x' WHERE key = 'checksum'"),
     "meta-count": lambda p: _update(p, "UPDATE meta SET value = 'many' WHERE key = 'count'"),
     "no-meta": lambda p: _update(p, "DROP TABLE meta"),
@@ -284,7 +300,9 @@ class TestUntrustedFile:
         if damage == "symlink":
             assert (tmp_path / "victim.txt").read_text() == "keep me"
 
-    @pytest.mark.parametrize("damage", ["crc-mismatch", "swapped-bodies", "edited-record"])
+    @pytest.mark.parametrize(
+        "damage", ["crc-mismatch", "swapped-bodies", "edited-record", "other-target"]
+    )
     def test_damage_found_mid_command_rebuilds_once(self, tmp_path: Path, damage: str) -> None:
         data, _ = v3_index()
         expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)

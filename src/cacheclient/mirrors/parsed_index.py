@@ -26,9 +26,10 @@ import sqlite3
 import stat
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -51,7 +52,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
-FORMAT = 2
+FORMAT = 3
 """Version of the file layout (``PRAGMA user_version``); another version is rebuilt."""
 _APPLICATION_ID = 0x63636978  # "ccix"
 _HEADER = b"SQLite format 3\x00"
@@ -61,7 +62,8 @@ _SCHEMA = (
     f"PRAGMA application_id = {_APPLICATION_ID}",
     f"PRAGMA user_version = {FORMAT}",
     "CREATE TABLE records (hash TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL, "
-    "body BLOB NOT NULL, crc INTEGER NOT NULL)",
+    "body BLOB NOT NULL, target INTEGER, crc INTEGER NOT NULL)",
+    "CREATE TABLE targets (id INTEGER PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _INDEXES = (
@@ -75,6 +77,11 @@ _T = TypeVar("_T")
 
 class ParsedIndexCorrupt(Exception):
     """The parsed-index file is not one this code wrote for this index: rebuild it."""
+
+
+def _crc(body: bytes, kind: int, target: int | None) -> int:
+    """The CRC of one row: body, kind and target id."""
+    return zlib.crc32(b"%d" % (target or 0), zlib.crc32(body, kind))
 
 
 def build_parsed_index(
@@ -100,14 +107,32 @@ def build_parsed_index(
     tmp = Path(tmp_name)
     encode = msgspec.msgpack.Encoder().encode
 
-    def rows() -> Iterator[tuple[str, str, int, bytes, int]]:
+    # An index has a few distinct target descriptions (archspec dicts with feature lists):
+    # each is stored once and shared by the records that name it.
+    targets: dict[bytes, int] = {}
+    by_object: dict[int, tuple[object, int]] = {}
+
+    def target_id(info: object) -> int:
+        known = by_object.get(id(info))
+        if known is not None and known[0] is info:
+            return known[1]
+        key = encode(info)
+        found = targets.setdefault(key, len(targets) + 1)
+        by_object[id(info)] = (info, found)
+        return found
+
+    def rows() -> Iterator[tuple[str, str, int, bytes, int | None, int]]:
         entries = read_records(data, source, stacks=stacks, manifest_path_for=manifest_path_for)
         for dag_hash, name, record in entries:
+            target: int | None = None
             if isinstance(record, MetadataError):
                 kind, body = _ERROR, encode((record.path, record.problem))
             else:
+                info = record.pop("target_info", None)
+                if info is not None:
+                    target = target_id(info)
                 kind, body = _RECORD, encode(record)
-            yield dag_hash, name, kind, body, zlib.crc32(body, kind)
+            yield dag_hash, name, kind, body, target, _crc(body, kind, target)
 
     try:
         with gc_paused():
@@ -118,7 +143,11 @@ def build_parsed_index(
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute("BEGIN")
-                conn.executemany("INSERT INTO records VALUES (?,?,?,?,?)", rows())
+                conn.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", rows())
+                conn.executemany(
+                    "INSERT INTO targets VALUES (?,?,?)",
+                    ((n, body, _crc(body, _RECORD, n)) for body, n in targets.items()),
+                )
                 for statement in _INDEXES:
                     conn.execute(statement)
                 count = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
@@ -197,6 +226,7 @@ class ParsedIndex:
         self._stacks = stacks
         self._decode = msgspec.msgpack.Decoder(BuildRecord).decode
         self._decode_error = msgspec.msgpack.Decoder(tuple[str, str]).decode
+        self._targets: dict[int, Mapping[str, Any]] | None = None
         before = _check_file(path)
         try:
             self._conn = sqlite3.connect(
@@ -255,15 +285,18 @@ class ParsedIndex:
 
         :raises MetadataError: the index holds a malformed record there.
         """
-        rows = self._query("SELECT name, kind, body, crc FROM records WHERE hash = ?", (dag_hash,))
+        rows = self._query(
+            "SELECT name, kind, body, target, crc FROM records WHERE hash = ?", (dag_hash,)
+        )
         if not rows:
             return None
-        name, kind, body, crc = rows[0]
+        name, kind, body, target, crc = rows[0]
         if (
             not isinstance(name, str)
             or not isinstance(body, bytes)
             or kind not in (_RECORD, _ERROR)
-            or crc != zlib.crc32(body, kind)
+            or not (target is None or isinstance(target, int))
+            or crc != _crc(body, kind, target)
         ):
             raise ParsedIndexCorrupt(f"record {dag_hash}: checksum does not match")
         try:
@@ -278,9 +311,38 @@ class ParsedIndex:
             or record.name != name
             or record.stacks != self._stacks
             or record.source != self.source
+            or record.target_info is not None
         ):
             raise ParsedIndexCorrupt(f"record {dag_hash}: does not match its key")
+        if target is not None:
+            info = self._target(target)
+            if info.get("name") != record.target:
+                raise ParsedIndexCorrupt(f"record {dag_hash}: target description mismatch")
+            # Completing the record just decoded (nobody else holds it yet): its target
+            # description, shared read-only with the other records of that target.
+            object.__setattr__(record, "target_info", info)
         return record
+
+    def _target(self, target: int) -> Mapping[str, Any]:
+        if self._targets is None:
+            decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
+            found: dict[int, Mapping[str, Any]] = {}
+            for n, body, crc in self._query("SELECT id, body, crc FROM targets"):
+                if (
+                    not isinstance(n, int)
+                    or not isinstance(body, bytes)
+                    or crc != _crc(body, _RECORD, n)
+                ):
+                    raise ParsedIndexCorrupt("target description: checksum does not match")
+                try:
+                    found[n] = MappingProxyType(decode(body))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ParsedIndexCorrupt(f"target description: {exc}") from None
+            self._targets = found
+        info = self._targets.get(target)
+        if info is None:
+            raise ParsedIndexCorrupt(f"unknown target description {target}")
+        return info
 
     build = get
 
