@@ -281,9 +281,22 @@ def _download_blob(
     """Stream the index blob into the cache folder, hashed as it arrives (into memory when the
     store cannot be written), and check it against the manifest."""
     partial = cache.folder / "index.json.partial"
+
+    def mismatch(actual: str | None, got: str) -> VerificationError:
+        return VerificationError(
+            f"{blob_url}: index blob does not match its manifest "
+            f"(expected sha256 {checksum}, {size} bytes; got {got})",
+            url=blob_url,
+            mirror=mirror,
+            expected=checksum,
+            actual=actual,
+        )
+
     try:
         cache.folder.mkdir(parents=True, exist_ok=True)
         result = transport.download(blob_url, partial, expected_size=size)
+    except VerificationError as exc:  # a body longer or shorter than the manifest says
+        raise mismatch(exc.actual, f"{exc.actual} bytes") from None
     except (StoreError, OSError):
         body = transport.read(blob_url, retry_not_found=True)
         if body is None:
@@ -299,14 +312,7 @@ def _download_blob(
     if length != size or actual != checksum:
         if isinstance(got, Path):
             got.unlink(missing_ok=True)
-        raise VerificationError(
-            f"{blob_url}: index blob does not match its manifest "
-            f"(expected sha256 {checksum}, {size} bytes; got {actual}, {length})",
-            url=blob_url,
-            mirror=mirror,
-            expected=checksum,
-            actual=actual,
-        )
+        raise mismatch(actual, f"{actual}, {length} bytes")
     return got
 
 
