@@ -358,3 +358,17 @@ class TestLocalMirrorCache:
         monkeypatch.setattr(indexcache, "STORED_INDEX_ABOVE", 1 << 30)
         assert len(open_mirror(str(SPACK_V3_SIGNED), store=store)) == 18
         assert not store.indices_dir.exists()
+
+    def test_inspect_shares_the_cached_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from cacheclient.cli.inspect_cmd import inspect_source
+
+        monkeypatch.setenv("CACHECLIENT_STORE", str(tmp_path / "store"))
+        parses = Parses(monkeypatch)
+        first = inspect_source(str(SPACK_V3_SIGNED))
+        assert parses.count == 1
+        assert inspect_source(str(SPACK_V3_SIGNED)) == first
+        assert parses.count == 1
+        assert first["records"] == 18
+        assert list((tmp_path / "store").rglob("*.sqlite"))
