@@ -209,6 +209,13 @@ class TrustStore:
     def is_trusted(self, fingerprint: str) -> bool:
         return (self._keys_dir / f"{fingerprint.upper()}.gpg").is_file()
 
+    def public_key(self, fingerprint: str) -> bytes | None:
+        """The public key (binary OpenPGP) of a trusted key; ``None`` when it is not trusted."""
+        try:
+            return (self._keys_dir / f"{fingerprint.upper()}.gpg").read_bytes()
+        except OSError:
+            return None
+
     def trust(self, file_or_fingerprint: str) -> list[KeyInfo]:
         """Trust the keys in a key file, or a key fetched earlier with :meth:`remember`."""
         candidate = file_or_fingerprint.strip().upper().replace(" ", "")
