@@ -94,8 +94,6 @@ class TestLayouts:
             assert not [h for h, r in db["installs"].items() if "compiler" in r["spec"]]  # type: ignore[attr-defined]
         raw2 = mixed.read_file(INDEX_V2)
         assert raw2 is not None
-        import hashlib
-
         assert mixed.read_file(INDEX_V2_HASH) == hashlib.sha256(raw2).hexdigest().encode() + b"\n"
 
     def test_v2_blobs_are_named_in_the_private_manifest(self, mixed: Store) -> None:
