@@ -271,3 +271,27 @@ def test_each_index_holds_records_its_version_allows(observed: Observed) -> None
         assert not [h for h, r in db2["installs"].items() if "compiler" in r["spec"]]
     in_v2 = {h for h, r in db2["installs"].items() if r["in_buildcache"]}
     assert in_v2 == {h for h in observed.scenario.builds if h not in V3_BUILDS}
+
+
+def test_gc_that_forgets_a_build_leaves_nothing_for_spack_to_prune(
+    spack_kit: SpackKit, interop_root: Path
+) -> None:
+    """``gc`` evicts one tarball: the build is forgotten, its spec blob removed with it, the
+    index republished; Spack no longer lists it and finds no orphan."""
+    store = interop_root / "gc" / "store"
+    warm_v3(store)
+    victim = DEMO_TOOL_V3
+    record = json.loads((store / ".cacheclient" / "builds" / f"{victim}.json").read_text())
+    tarball = store / "blobs" / "sha256" / record["tarball"]["checksum"][:2]
+    os.utime(tarball / record["tarball"]["checksum"], (1.0, 1.0))  # unused for 55 years
+    cacheclient("gc", "--store", str(store), "--older-than", "30d")
+    assert not (store / ".cacheclient" / "builds" / f"{victim}.json").exists()
+    client = spack_kit.client(interop_root / "gc" / "spack-user", store)
+    try:
+        listing = client.run("buildcache", "list", "--allarch", "-l").stdout
+        prune = client.run("buildcache", "prune", "--dry-run", "store")
+    finally:
+        client.stop_agent()
+    listed = set(re.findall(r"^([a-z2-7]{7}) ", listing, re.MULTILINE))
+    assert listed == {h[:7] for h in V3_BUILDS if h != victim}
+    assert "Would have pruned 0 orphaned objects" in prune.stdout + prune.stderr
