@@ -5,8 +5,9 @@ Layout under the root (everything outside ``.cacheclient/`` is a valid Spack mir
     blobs/sha256/<c[:2]>/<c>                              verified blobs (tarballs, spec, index)
     v3/layout.json                                        {"signing": "gpg"}
     v3/manifests/spec/<N>/<N>-<V>-<H>.spec.manifest.json  byte-for-byte as fetched (still verifies)
-    v3/manifests/index/index.manifest.json                index of what the store holds
+    v3/manifests/index/index.manifest.json                index of the v3 builds
     build_cache/<...>.spec.json[.sig], build_cache/<A>/.../<...>.spack   builds fetched from v2
+    build_cache/index.json, v3/manifests/key/, build_cache/_pgp/   see :mod:`.publish`
     .cacheclient/builds/<H>.json      one record per stored build (layout, blobs, mirror, signer)
     .cacheclient/partial/<c>.partial  downloads in progress (resumable)
     .cacheclient/locks/<c>.dl|.use    per-blob locks
