@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "export",
         help="write builds of the store (and their closures) as a standalone Spack mirror",
+        usage="cacheclient export [-h] [--store DIR] [--json] "
+        "(--lock LOCK | --all | SPEC [SPEC ...]) DEST",
         description="Write the selected builds of the store, with their runtime closures, "
         "indexes and trusted signers' public keys, into DEST as a self-contained Spack mirror.",
     )
@@ -40,7 +42,13 @@ def register(sub: Any) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--lock", metavar="LOCK", help="export every build a lock file names")
     group.add_argument("--all", action="store_true", help="export every build of the store")
-    parser.add_argument("args", nargs="+", metavar="[SPEC ...] DEST", help="specs, then DEST")
+    parser.add_argument(
+        "args",
+        nargs="+",
+        metavar="SPEC|DEST",
+        help="the specs to export (every stored build satisfying one, all targets), then DEST: "
+        "a new or empty directory",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     parser.set_defaults(func=run)
 
