@@ -211,6 +211,8 @@ class TrustStore:
 
     def public_key(self, fingerprint: str) -> bytes | None:
         """The public key (binary OpenPGP) of a trusted key; ``None`` when it is not trusted."""
+        if not _FPR_RE.match(fingerprint.upper()):
+            return None
         try:
             return (self._keys_dir / f"{fingerprint.upper()}.gpg").read_bytes()
         except OSError:

@@ -162,3 +162,19 @@ def test_an_untrusted_signer_is_not_exported(tmp_path: Path, capsys: Capture) ->
     ok("keys", "untrust", "--store", str(store), V3_KEY)
     assert main(["export", "--store", str(store), "--all", str(tmp_path / "d")]) == 4
     assert "not trusted" in capsys.readouterr().err
+
+
+def test_a_record_naming_paths_outside_the_layout_is_refused(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    store = tmp_path / "store"
+    ok("keys", "trust", "--store", str(store), str(SPACK_V3_KEY))
+    host = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v3"]
+    ok("fetch", "--store", str(store), "--mirror", str(SPACK_V3_SIGNED), *host, "-q", "demo-zlib")
+    (record,) = (store / ".cacheclient" / "builds").glob("*.json")
+    data = json.loads(record.read_text())
+    data["metadata_path"] = "../../escaped.spec.manifest.json"
+    record.write_text(json.dumps(data))
+    assert main(["export", "--store", str(store), "--all", str(tmp_path / "d")]) == 8
+    assert "outside the mirror layout" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("escaped*"))

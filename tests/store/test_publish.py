@@ -175,3 +175,36 @@ class TestHygiene:
         assert not mixed.has_blob(victim.spec_blob.checksum)
         assert all(mixed.has_blob(c) for c in published_blobs(mixed))
         assert mixed.read_file(key_manifest_path(V3_KEY)) is not None
+
+
+class TestUntrustedRecords:
+    """Build records and blobs are read back from the store: malformed ones are never published."""
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("metadata_path", "../../outside.spec.manifest.json"),
+            ("metadata_path", "v3/manifests/spec/../../../x"),
+            ("signer", "../../trust/keys/EVIL"),
+            ("tarball", {"checksum": "../../x", "mediaType": "m", "contentLength": 1}),
+        ],
+    )
+    def test_a_tampered_record_is_left_out(self, mixed: Store, field: str, value: object) -> None:
+        build = next(b for b in mixed.builds() if b.layout == 3)
+        path = mixed.private_dir / "builds" / f"{build.hash}.json"
+        record = json.loads(path.read_text())
+        record[field] = value
+        path.write_text(json.dumps(record))
+        report = publish(mixed)
+        assert report.builds_v3 == 17
+        held = {h for h, r in database(mixed, INDEX_V3)["installs"].items() if r["in_buildcache"]}  # type: ignore[attr-defined]
+        assert build.hash not in held
+        assert not list(mixed.root.parent.glob("outside*"))
+
+    def test_a_spec_blob_that_does_not_hash_to_its_name_is_left_out(self, mixed: Store) -> None:
+        build = next(b for b in mixed.builds() if b.layout == 2 and b.name == "libelf")
+        path = mixed.blob_path(build.spec_blob.checksum)
+        tampered = path.read_bytes().replace(b'"libelf"', b'"libevil"')
+        assert tampered != path.read_bytes()
+        path.write_bytes(tampered)
+        assert publish(mixed).builds_v2 == 5

@@ -39,7 +39,7 @@ from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.resolution.resolve import matches
 from cacheclient.resolution.spec import Request
 from cacheclient.store import Store, StoredBuild
-from cacheclient.store.publish import PublishReport, publish_mirror
+from cacheclient.store.publish import PublishReport, publish_mirror, well_formed
 from cacheclient.trust import TrustStore
 
 __all__ = ["ExportReport", "export_mirror", "select_builds"]
@@ -227,6 +227,11 @@ def _fresh_dir(dest: Path) -> Path:
 
 def _copy_build(store: Store, trust: TrustStore, build: StoredBuild, target: Store) -> int:
     """Copy one build's metadata file and blobs into *target*, verifying them; bytes copied."""
+    if not well_formed(build):
+        raise StoreError(
+            f"{store.root}: the record of {build.name}/{build.hash} names paths or blobs outside "
+            "the mirror layout (run 'cacheclient verify --repair')"
+        )
     for ref in (build.tarball, build.spec_blob):
         if not store.pin(ref.checksum):
             raise StoreError(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from cacheclient.errors import CacheClientError
 from cacheclient.metadata.armor import armor_public_key
 from cacheclient.metadata.indexdoc import IndexedSpec, index_document, indexed_spec
 from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, KEYS_V3
-from cacheclient.model import BlobRef
+from cacheclient.model import BlobRef, is_valid_hash
 from cacheclient.store.core import Store, StoredBuild
 from cacheclient.trust import TrustStore
 
@@ -52,12 +53,14 @@ __all__ = [
     "MEDIA_KEY_INDEX",
     "V2_BLOBS_MANIFEST",
     "PublishReport",
+    "is_fingerprint",
     "key_manifest_path",
     "key_pub_path",
     "publish",
     "publish_mirror",
     "published_blobs",
     "spec_of",
+    "well_formed",
 ]
 
 
@@ -144,11 +147,51 @@ def _manifest_checksums(raw: bytes | None) -> set[str]:
         return set()
 
 
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}(?:[0-9A-F]{24})?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_fingerprint(value: str) -> bool:
+    """Whether *value* is a full OpenPGP fingerprint (v4: 40, v5: 64 upper-case hex digits)."""
+    return bool(_FINGERPRINT.match(value))
+
+
+def _inside(relative: str | None, prefix: str) -> bool:
+    if relative is None:
+        return False
+    parts = relative.split("/")
+    clean = ".." not in parts and "" not in parts and not any(c in relative for c in "\\\0")
+    return relative.startswith(prefix) and clean
+
+
+def well_formed(build: StoredBuild) -> bool:
+    """Whether a build record (read back from the store, so untrusted) names only paths inside
+    its layout, sha256 blobs and a well-formed signer: anything else is never published."""
+    blobs_ok = all(
+        r.checksum_algorithm == "sha256" and _SHA256.match(r.checksum)
+        for r in (build.tarball, build.spec_blob)
+    )
+    if build.layout == 3:
+        paths_ok = _inside(build.metadata_path, "v3/manifests/spec/")
+    elif build.layout == 2:
+        paths_ok = _inside(build.metadata_path, "build_cache/") and _inside(
+            build.tarball_alias, "build_cache/"
+        )
+    else:
+        paths_ok = False
+    signer_ok = build.signer is None or is_fingerprint(build.signer)
+    return is_valid_hash(build.hash) and blobs_ok and paths_ok and signer_ok
+
+
 def spec_of(store: Store, build: StoredBuild) -> IndexedSpec | None:
-    """The nodes of a stored build's verified spec blob; ``None`` when it cannot be read."""
+    """The nodes of a stored build's spec blob, re-hashed; ``None`` when it cannot be read,
+    does not hash to its name, or describes another build."""
+    path = store.blob_path(build.spec_blob.checksum)
     try:
-        raw = store.blob_path(build.spec_blob.checksum).read_bytes()
-        spec = indexed_spec(raw, str(store.blob_path(build.spec_blob.checksum)))
+        raw = path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != build.spec_blob.checksum:
+            return None
+        spec = indexed_spec(raw, str(path))
     except (OSError, CacheClientError):
         return None
     return spec if spec.root_hash == build.hash else None
@@ -277,7 +320,7 @@ def published_blobs(store: Store) -> set[str]:
 
 def _trusted_keys(trust: TrustStore, fingerprints: Iterable[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    for fpr in sorted(set(fingerprints)):
+    for fpr in sorted({f for f in fingerprints if is_fingerprint(f)}):
         data = trust.public_key(fpr)
         if data is not None:
             out[fpr] = data
@@ -313,7 +356,9 @@ def publish(
         builds = [
             b
             for b in store.builds()
-            if store.has_blob(b.tarball.checksum) and store.has_blob(b.spec_blob.checksum)
+            if well_formed(b)
+            and store.has_blob(b.tarball.checksum)
+            and store.has_blob(b.spec_blob.checksum)
         ]
         specs: dict[str, IndexedSpec] = {}
         for build in builds:
