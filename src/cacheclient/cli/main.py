@@ -48,6 +48,7 @@ COMMANDS = {
     "uninstall": "remove installed builds and their prefixes from a root",
     "config": "show every effective setting and where it comes from",
     "completion": "print a shell completion script (bash, zsh, fish)",
+    "export": "write builds of the store (and their closures) as a standalone Spack mirror",
 }
 
 
