@@ -19,17 +19,16 @@ from typing import Any
 import pytest
 
 import cacheclient
+from builders import trust_key
 from cacheclient.cli.main import install_from_cache, main
 from cacheclient.metadata.clearsign import split_clearsigned
 from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.metadata.manifest import parse_manifest
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord
-from cacheclient.store import Store
-from cacheclient.trust import TrustStore
 from nginxserver import NginxServer
 from pages import write_page
-from paths import SPACK_V3_KEY, SPACK_V3_SIGNED, V2_MIRRORS
+from paths import SPACK_V3_SIGNED, V2_MIRRORS
 
 ServeDir = Callable[..., NginxServer]
 V2_KEY = V2_MIRRORS / "signed" / "build_cache" / "_pgp"
@@ -50,13 +49,7 @@ def _records(mirror: Path, name: str) -> list[BuildRecord]:
     return [r for r in catalog.by_name(name) if r.installable]
 
 
-def _trusted_store(path: Path, key: Path = SPACK_V3_KEY) -> Path:
-    store = Store(path)
-    try:
-        TrustStore(store.trust_dir).trust(str(key))
-    finally:
-        store.close()
-    return path
+_trusted_store = trust_key
 
 
 def _index_requests(server: NginxServer) -> list[str]:

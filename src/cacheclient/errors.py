@@ -86,7 +86,7 @@ class VerificationError(CacheClientError):
     """A signature, key or checksum did not verify.
 
     ``expected``/``actual`` hold digests for checksum failures; ``url`` and ``mirror`` say
-    where the bytes came from.
+    where the bytes came from; ``key_id`` names a signing key that is not trusted.
     """
 
     exit_code = 4
@@ -99,12 +99,16 @@ class VerificationError(CacheClientError):
         mirror: str | None = None,
         expected: str | None = None,
         actual: str | None = None,
+        key_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.url = url
         self.mirror = mirror
         self.expected = expected
         self.actual = actual
+        self.key_id = key_id
+        """The signing key's ID when the signer is not trusted (the CLI prints the commands
+        that fetch and trust it)."""
 
 
 class DownloadError(CacheClientError, OSError):

@@ -49,8 +49,10 @@ from cacheclient.store import Store
 
 __all__ = [
     "Config",
+    "Setting",
     "Settings",
     "config_path",
+    "effective_settings",
     "host_from_args",
     "load_config",
     "normalise_mirror",
@@ -294,3 +296,96 @@ def settings_from_args(
         unsigned_mirrors=unsigned,
         projection=getattr(args, "projection", None) or Settings().projection,
     )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Setting:
+    """One effective setting: its value and where it came from (``cacheclient config``)."""
+
+    key: str
+    value: Any
+    source: str
+    """``--flag``, ``env NAME``, ``config PATH``, ``default`` or ``probed``."""
+    env: str | None = None
+    """The environment variable that sets it, if any."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "source": self.source, "env": self.env}
+
+
+def effective_settings(
+    args: Any = None, *, environ: Mapping[str, str] | None = None
+) -> list[Setting]:
+    """Every setting a command would use, with its source: flag > env > config file > default.
+
+    *args* is an argparse namespace (any attribute may be missing). Host fields nobody set are
+    probed, as every command does.
+    """
+    from cacheclient.installation import default_root  # noqa: PLC0415
+    from cacheclient.transport import TransportOptions  # noqa: PLC0415
+
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    config = load_config(path, environ=env)
+    where = f"config {path}"
+    out: list[Setting] = [
+        Setting(
+            key="config",
+            value=str(path),
+            source="env CACHECLIENT_CONFIG" if env.get("CACHECLIENT_CONFIG") else "default",
+            env="CACHECLIENT_CONFIG",
+        )
+    ]
+
+    def pick(key: str, flag: str | None, var: str | None, default: Any, attr: str = "") -> None:
+        given = getattr(args, attr or key, None) if args is not None and flag else None
+        if given not in (None, "", [], ()):
+            out.append(Setting(key=key, value=given, source=flag or "", env=var))
+        elif var and env.get(var):
+            out.append(Setting(key=key, value=env[var], source=f"env {var}", env=var))
+        elif getattr(config, key, None) not in (None, (), ""):
+            value = getattr(config, key)
+            value = list(value) if isinstance(value, tuple) else value
+            out.append(Setting(key=key, value=value, source=where, env=var))
+        else:
+            out.append(Setting(key=key, value=default, source="default", env=var))
+
+    probed = probe_host_fields()
+    for key, attr, var in (
+        ("platform", "platform", "CACHECLIENT_PLATFORM"),
+        ("os", "host_os", "CACHECLIENT_OS"),
+        ("target", "target", "CACHECLIENT_TARGET"),
+        ("libc", "libc", "CACHECLIENT_LIBC"),
+    ):
+        pick(key, f"--{key}", var, probed.get(key), attr)
+        if out[-1].source == "default":
+            out[-1] = Setting(key=key, value=probed.get(key), source="probed", env=var)
+    pick("os_compat", "--os-compat", "CACHECLIENT_OS_COMPAT", "exact")
+    pick("mirrors", "--mirror", None, [], "mirror")
+    pick("mirror_base", "--mirror-base", "CACHECLIENT_MIRROR_BASE", DEFAULT_MIRROR_BASE)
+    store_default = str(Path(platformdirs.user_cache_dir("cacheclient")) / "store")
+    pick("store", "--store", "CACHECLIENT_STORE", store_default)
+    root_default = str(default_root()) if not env.get("CACHECLIENT_ROOT") else None
+    pick("root", "--root", "CACHECLIENT_ROOT", root_default)
+    pick("jobs", "--jobs", "CACHECLIENT_JOBS", 8)
+    pick("projection", "--projection", None, Settings().projection)
+    defaults = TransportOptions()
+    for key, var, default in (
+        ("connect_timeout", "CACHECLIENT_CONNECT_TIMEOUT", defaults.connect_timeout),
+        ("read_timeout", "CACHECLIENT_READ_TIMEOUT", defaults.read_timeout),
+        ("retries", "CACHECLIENT_RETRIES", defaults.attempts),
+    ):
+        pick(key, None, var, default)
+    pick("debug", None, "CACHECLIENT_DEBUG", False)
+    return out
+
+
+def probe_host_fields() -> dict[str, str]:
+    """This machine's platform, OS, target and libc as strings (probed, no overrides)."""
+    libc = probe_libc()
+    return {
+        "platform": probe_platform(),
+        "os": probe_os(),
+        "target": probe_target(),
+        "libc": f"{libc.name}@{libc.version}" if libc is not None else "unknown",
+    }

@@ -358,6 +358,7 @@ class TrustStore:
                 f"{where}: signed by key {keyid or '?'}, which is not trusted "
                 "(no trusted keys: see 'cacheclient keys trust')",
                 url=source or None,
+                key_id=keyid or None,
             )
         rings = [arg for ring in keyrings for arg in ("--keyring", str(ring))]
         result = _run(
@@ -396,6 +397,7 @@ class TrustStore:
                 f"{where}: signed by key {keyid or '?'}, which is not trusted "
                 "(see 'cacheclient keys trust')",
                 url=url,
+                key_id=keyid or None,
             )
         if "BADSIG" in words:
             raise VerificationError(f"{where}: BAD signature from key {keyid}", url=url)

@@ -50,9 +50,14 @@ class TestContract:
         store, root = tmp_path / "s", tmp_path / "r"
         args = ["demo-tool@1.0.0", "--mirror", mirror_url, *HOST, "--store", str(store)]
         assert install_from_cache([*args, "--root", str(root)]) == 4
-        last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert last.startswith("install-from-cache: error: ")
+        lines = capsys.readouterr().err.strip().splitlines()
+        (last,) = [line for line in lines if line.startswith("install-from-cache: error: ")]
         assert "not trusted" in last
+        # the exact next commands follow the error
+        assert lines[-2:] == [
+            f"    cacheclient keys fetch {mirror_url} --store {store}",
+            f"    cacheclient keys trust 789B96D6B931B1D5 --store {store}",
+        ]
         assert not list(root.glob("*/demo-*"))
         _trust(store)
         capsys.readouterr()

@@ -143,8 +143,8 @@ class WarmReport:
 
 
 class _FailureCounter(Reporter):
-    """Forwards every hook to *inner* and counts, per mirror, how often the fetcher passed a
-    mirror over (``candidate_rejected``), for the report's per-mirror failures."""
+    """Forwards every hook to *inner* and counts, per mirror URL, how often a mirror failed
+    (``mirror_failed``), for the report's per-mirror failures."""
 
     def __init__(self, inner: Reporter | None, counts: dict[str, int]) -> None:
         self.inner = inner or Reporter()
@@ -162,15 +162,17 @@ class _FailureCounter(Reporter):
     def download_finished(self, artifact: str, already_present: bool) -> None:
         self.inner.download_finished(artifact, already_present)
 
-    def candidate_rejected(self, candidate: object, reason: str) -> None:
-        if isinstance(candidate, str):
-            self.counts[candidate] = self.counts.get(candidate, 0) + 1
+    def candidate_rejected(self, candidate: str, reason: str) -> None:
         self.inner.candidate_rejected(candidate, reason)
+
+    def mirror_failed(self, mirror: str, reason: str) -> None:
+        self.counts[mirror] = self.counts.get(mirror, 0) + 1
+        self.inner.mirror_failed(mirror, reason)
 
     def warning(self, message: str) -> None:
         self.inner.warning(message)
 
-    def finished(self, summary: Mapping[str, Any]) -> None:
+    def finished(self, summary: Mapping[str, int]) -> None:
         self.inner.finished(summary)
 
 

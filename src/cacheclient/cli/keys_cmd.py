@@ -19,7 +19,7 @@ import contextlib
 import os
 from typing import Any
 
-from cacheclient.cli._common import add_store_option, print_json
+from cacheclient.cli._common import add_store_option, print_json, require_existing_store
 from cacheclient.errors import UsageError
 from cacheclient.settings import store_from_option
 from cacheclient.trust import KeyInfo, TrustStore, fetch_mirror_keys, user_trust_dir
@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = getattr(args, "keyring", None) or ("store" if _store_named(args) else "user")
     action = getattr(args, "keys_action", None)
     if action == "list":
+        if _store_named(args):  # a named store never created (a CI cache not restored)
+            require_existing_store(store.root)
         trusted = [(name, ring, k) for name, ring in keyrings.items() for k in ring.trusted_keys()]
         fetched = [
             k

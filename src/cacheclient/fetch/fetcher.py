@@ -212,7 +212,7 @@ class Fetcher:
         try:
             return self.trust.verify_clearsigned(raw, url)
         except VerificationError as exc:
-            raise VerificationError(str(exc), url=url, mirror=mirror) from None
+            raise VerificationError(str(exc), url=url, mirror=mirror, key_id=exc.key_id) from None
 
     @staticmethod
     def _label(record: BuildRecord, kind: str) -> str:
@@ -238,7 +238,7 @@ class Fetcher:
         if store.pin(checksum):
             reporter.download_finished(label, True)
             return self._fetched_blob(kind, blob, mirror, present=True)
-        with store.download_lock(checksum):
+        with store.download_lock(checksum, on_wait=lambda: reporter.waiting(label)):
             if store.pin(checksum):  # another process finished it while we waited
                 reporter.download_finished(label, True)
                 return self._fetched_blob(kind, blob, mirror, present=True)
@@ -495,6 +495,7 @@ class Fetcher:
                     raise
                 self.health.failed(mirror)
                 errors.append(exc)
+                self.reporter.mirror_failed(mirror, str(exc))
                 self.reporter.candidate_rejected(mirror, str(exc))
             else:
                 if errors:
@@ -541,6 +542,7 @@ class Fetcher:
             if isinstance(exc, StoreError):
                 raise
             self.health.failed(item.mirror)
+            self.reporter.mirror_failed(item.mirror, str(exc))
             self.reporter.candidate_rejected(item.mirror, str(exc))
             errors = [exc]
         record = item.record
@@ -552,7 +554,10 @@ class Fetcher:
         )
 
     def _plan_on(self, record: BuildRecord, mirror: str) -> PendingBuild:
-        for layout in self._layouts(mirror):
+        layouts = self._layouts(mirror)
+        if record.source is not None and record.source.startswith(f"{mirror}/build_cache/"):
+            layouts = (2, 3)  # listed by this mirror's v2 index: no v3 probe first
+        for layout in layouts:
             try:
                 plan = (
                     self._plan_v3(record, mirror) if layout == 3 else self._plan_v2(record, mirror)
