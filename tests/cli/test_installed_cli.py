@@ -352,3 +352,34 @@ def test_json_outputs_follow_their_published_schemas(
         errors = list(Draft202012Validator(schemas[name], registry=registry).iter_errors(doc))
         assert not errors, (argv, [e.message for e in errors[:3]])
         assert (doc.get("error") is None) == (argv[-1] not in ("demo-nothing", "demo-zlib"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("relative/prefix", "is not an absolute path"),
+        ("/tmp/x\n/evil", "holds a control character"),
+        ("/tmp/x:/evil", "holds ':'"),
+    ],
+)
+def test_a_tampered_prefix_is_never_handed_to_a_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, why: str
+) -> None:
+    root = tmp_path / "root"
+    _install(tmp_path, root, f"demo-zlib/{ZLIB}")
+    db_path = root / ".cacheclient" / "installed.json"
+    db = json.loads(db_path.read_text())
+    db["installs"][ZLIB]["prefix"] = bad
+    db["installs"][ZLIB]["name"] = "demo-zlib\x1b[2J"
+    db_path.write_text(json.dumps(db))
+    capsys.readouterr()
+    code, out, err = _cli(capsys, "location", f"/{ZLIB[:7]}", "--root", str(root))
+    assert (code, out) == (8, "")
+    assert why in err
+    code, out, err = _cli(capsys, "env", f"/{ZLIB[:7]}", "--root", str(root))
+    assert code == 0
+    assert "/evil" not in out
+    assert "left out" in err
+    code, out, _ = _cli(capsys, "list", "--root", str(root))
+    assert "\x1b" not in out
+    assert "demo-zlib?[2J" in out
