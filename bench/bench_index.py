@@ -42,8 +42,6 @@ def _measure(kind: str, path: str) -> dict[str, float]:
     else:
         from cacheclient.metadata import database
 
-        if kind == "catalog/json":
-            database._orjson = None  # force the stdlib path
         catalog = database.parse_database(Path(path).read_bytes(), path)
         out["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -111,8 +109,7 @@ def main() -> None:
         rows = [("json.load (stdlib)", base)]
         for kind, label in (
             ("orjson.loads", "orjson.loads"),
-            ("catalog/json", "parse_database -> Catalog (json)"),
-            ("catalog/auto", "parse_database -> Catalog (orjson if installed)"),
+            ("catalog", "parse_database -> Catalog (msgspec)"),
         ):
             result = _run(kind, path, repeat)
             if result is not None:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import yaml
 
 from cacheclient.errors import ConfigError, UsageError
 from cacheclient.fetch import DEFAULT_MIRROR_BASE
@@ -97,6 +96,8 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def parse_config(text: str, source: str) -> Config:
     """Parse the YAML *text* of a configuration file named *source*."""
+    import yaml  # noqa: PLC0415 - only when there is a configuration file (fast startup)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -271,6 +271,18 @@ class TrustStore:
             raise UsageError(f"key ID {key_id} is ambiguous ({listed}): give the fingerprint")
         return found[0]
 
+    def public_key(self, fingerprint: str) -> bytes | None:
+        """The public key (binary OpenPGP) of a trusted key; ``None`` when it is not trusted."""
+        if not _FPR_RE.match(fingerprint.upper()):
+            return None
+        name = f"{fingerprint.upper()}.gpg"
+        for directory in (self.directory, *self.also_trusted):
+            try:
+                return (directory / "keys" / name).read_bytes()
+            except OSError:
+                continue
+        return None
+
     def trust(self, file_or_fingerprint: str) -> list[KeyInfo]:
         """Trust the keys in a key file, or a key fetched earlier with :meth:`remember`, named
         by its fingerprint or an unambiguous long (16) or short (8 hex digits) key ID."""

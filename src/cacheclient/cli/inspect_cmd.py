@@ -57,6 +57,10 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _is_remote(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file:"))
 
@@ -136,7 +140,13 @@ def inspect_source(
             raise UsageError(f"{source}: no such directory, file or URL")
         read = _reader(source)
         layouts = list(detect_layouts(read, source))
-        catalog = open_catalog(source, read)
+        if _is_remote(source):
+            catalog = open_catalog(source, read)  # every layout the server has, merged
+        else:  # the same path as resolve/fetch: a large index is read once, then cached
+            from cacheclient.mirrors.indexcache import open_mirror  # noqa: PLC0415
+            from cacheclient.settings import store_from_option  # noqa: PLC0415
+
+            catalog = open_mirror(source, store=store_from_option(None))
     records = _record_rows(catalog, problems)
     known = set(catalog.hashes())
     for record in records:

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     chosen = getattr(args, "keyring", None) or ("store" if _store_named(args) else "user")
     action = getattr(args, "keys_action", None)
     if action == "list":
-        if _store_named(args):  # a named store never created (a CI cache not restored)
+        if _store_named(args):  # a named store that was never made is an error, not "no keys"
             require_existing_store(store.root)
         trusted = [(name, ring, k) for name, ring in keyrings.items() for k in ring.trusted_keys()]
         fetched = [

@@ -90,9 +90,8 @@ def run(args: argparse.Namespace) -> int:
     requests = parse_requests(args.specs)
     host = host_from_args(args)
     settings = settings_from_args(args)
-    os_compat = settings.os_compat
+    os_compat, offline = settings.os_compat, settings.offline
     mirrors = list(settings.mirrors)
-    offline = settings.offline
     store = Store(settings.store) if (mirrors or offline) else None
     try:
         if offline and store is not None:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from cacheclient.errors import MetadataError, UsageError
 from cacheclient.metadata.catalog import Catalog
-from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.indexcache import open_mirrors
 from cacheclient.store import INDEX_MANIFEST, Store
 
@@ -77,7 +76,11 @@ def load_catalog(
     """
     if not metadata and not mirrors:
         raise UsageError("no source given: pass --metadata PAGE or --mirror URL")
-    catalogs = [read_page(read_page_text(location), location) for location in metadata]
+    catalogs: list[Catalog] = []
+    if metadata:
+        from cacheclient.metadata.page import read_page  # noqa: PLC0415 - imports YAML
+
+        catalogs = [read_page(read_page_text(location), location) for location in metadata]
     if mirrors:
         catalogs += open_mirrors(mirrors, store=store, offline=offline, warn=warn)
     return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)
