@@ -18,7 +18,12 @@ from typing import Any, NoReturn
 
 from cacheclient._version import __version__
 from cacheclient.cli import _common
-from cacheclient.cli.render import configure_output, stop_display, write_diagnostic
+from cacheclient.cli.render import (
+    GuardedStdout,
+    configure_output,
+    stop_display,
+    write_diagnostic,
+)
 from cacheclient.errors import CacheClientError, VerificationError
 
 __all__ = ["build_parser", "install_from_cache", "main"]
@@ -230,6 +235,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         stop_display()
         configure_output()  # a later in-process call starts from the defaults
     if json_output:
+        if code and error is None:  # a failure without an exception still says so
+            error = {"exit_code": code, "type": "Failure", "message": f"exit code {code}"}
         try:
             _common.finish_json(error)
         except BrokenPipeError:
@@ -237,11 +244,22 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
     return code
 
 
+def _guard_stdout() -> None:
+    """When stdout and the live display share a terminal, results clear the display first."""
+    try:
+        shared = sys.stdout.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        shared = False
+    if shared and not isinstance(sys.stdout, GuardedStdout):
+        sys.stdout = GuardedStdout(sys.stdout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cacheclient COMMAND ...``"""
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:
         _tune_gc()
+        _guard_stdout()
     parser = build_parser(only=_command_in(args))
     return _run(parser, args, program=argv is None)
 
@@ -269,6 +287,8 @@ def install_from_cache(argv: Sequence[str] | None = None) -> int:
     if single.parser is None:  # pragma: no cover - register() always adds its parser
         raise RuntimeError("install_cmd.register added no parser")
     _add_common_options(single.parser, top=False)
+    if argv is None:
+        _guard_stdout()
     return _run(single.parser, sys.argv[1:] if argv is None else argv, program=argv is None)
 
 
