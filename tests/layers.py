@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "cacheclient.errors": 0,
     "cacheclient.model": 0,
     "cacheclient.events": 0,
+    "cacheclient.safefs": 0,
     "cacheclient.metadata": 1,
     "cacheclient.resolution": 1,
     "cacheclient.transport": 2,

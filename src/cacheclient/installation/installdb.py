@@ -49,6 +49,8 @@ class InstallRecord:
     signer: str | None = None
     old_prefix: str | None = None
     dependencies: tuple[str, ...] = ()
+    verified: Mapping[str, Any] = field(default_factory=dict)
+    """What was checked when the prefix was extracted (tarball sha256 and size, how, signer)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +67,8 @@ class InstallRecord:
             "old_prefix": self.old_prefix,
             "dependencies": list(self.dependencies),
         }
+        if self.verified:
+            out["verified"] = dict(self.verified)
         out.update(self.extra)
         return out
 
@@ -73,8 +77,9 @@ class InstallRecord:
         try:
             known = {
                 "hash", "name", "version", "prefix", "spec", "installed_at", "mirror",
-                "tarball_sha256", "signer", "old_prefix", "dependencies",
+                "tarball_sha256", "signer", "old_prefix", "dependencies", "verified",
             }  # fmt: skip
+            verified = data.get("verified")
             return cls(
                 hash=str(data["hash"]),
                 name=str(data["name"]),
@@ -87,6 +92,7 @@ class InstallRecord:
                 signer=data.get("signer"),
                 old_prefix=data.get("old_prefix"),
                 dependencies=tuple(str(d) for d in data.get("dependencies") or ()),
+                verified=dict(verified) if isinstance(verified, dict) else {},
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, AttributeError) as exc:
