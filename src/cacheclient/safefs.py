@@ -33,6 +33,7 @@ __all__ = [
     "inside",
     "open_dir",
     "open_file",
+    "open_leaf",
     "read_file",
     "relative_parts",
     "unlink",
@@ -177,6 +178,28 @@ def _check_regular(fd: int, path: Path, *, single_link: bool) -> None:
         raise _refuse(path, describe(info.st_mode))
     if single_link and info.st_nlink > 1:
         raise _refuse(path, f"a file with {info.st_nlink} hard links")
+
+
+def open_leaf(
+    path: Path, flags: int = os.O_RDONLY, mode: int = 0o644, *, single_link: bool = False
+) -> int:
+    """:func:`open_file` for a path whose directory the caller already checked: only the last
+    component is guarded (no symlink followed, no FIFO waited on, regular files only)."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(path, "a symlink") from None
+        if exc.errno == errno.ENXIO:
+            raise _refuse(path, describe(os.lstat(path).st_mode)) from None
+        raise
+    try:
+        _check_regular(fd, path, single_link=single_link)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_file(path: Path, *, base: Path, limit: int | None = None) -> bytes | None:

@@ -340,7 +340,10 @@ class _Fetcher:
             tarball, spec_ref = manifest.tarball, manifest.spec_blob
             if tarball != build.tarball or spec_ref != build.spec_blob:
                 return None
-            spec = read_specfile(store.blob_path(build.spec_blob.checksum).read_bytes(), where)
+            spec_bytes = store.read_blob(build.spec_blob.checksum)  # hashed as read back
+            if spec_bytes is None:
+                return None
+            spec = read_specfile(spec_bytes, where)
         else:
             spec = read_specfile(payload, where)
             if spec.tarball_sha256 != build.tarball.checksum:
@@ -496,10 +499,14 @@ class _Fetcher:
             missing = "tarball" if tarball is None else "spec"
             raise MetadataError(url, "data", f"no {missing} record in the spec manifest")
         spec_blob = self._ensure_blob(record, "spec", spec_ref, mirror, spec_ref.path)
-        try:
-            spec = read_specfile(spec_blob.path.read_bytes(), join_url(mirror, spec_ref.path))
-        except OSError as exc:
-            raise StoreError(f"{spec_blob.path}: cannot read: {exc.strerror}") from None
+        try:  # hashed as read back; a blob changed in the store is removed: fetch it again
+            spec_bytes = self.store.read_blob(spec_ref.checksum)
+        except VerificationError:
+            spec_blob = self._ensure_blob(record, "spec", spec_ref, mirror, spec_ref.path)
+            spec_bytes = self.store.read_blob(spec_ref.checksum)
+        if spec_bytes is None:
+            raise StoreError(f"{spec_blob.path}: vanished right after download")
+        spec = read_specfile(spec_bytes, join_url(mirror, spec_ref.path))
         self._check_root(spec, record, url, mirror)
         return _Plan(
             record=record,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cacheclient.safefs as safefs
 from cacheclient.errors import (
     CacheClientError,
     DownloadError,
@@ -104,11 +105,25 @@ class _Cache:
             return None
         return state
 
-    def index_bytes(self) -> bytes | None:
+    def index_bytes(self, expected: str | None = None) -> bytes | None:
+        """The cached index, hashed as it is read back: None when it is missing, unusable (a
+        planted symlink or FIFO is never followed) or not the index *expected* (its sha256),
+        in which case it is removed so it is fetched again."""
+        path = self.folder / "index.json"
         try:
-            return (self.folder / "index.json").read_bytes()
+            data = safefs.read_file(path, base=self.store.root)
         except OSError:
             return None
+        if (
+            data is not None
+            and expected is not None
+            and len(expected) == 64
+            and hashlib.sha256(data).hexdigest() != expected
+        ):
+            with contextlib.suppress(OSError):
+                safefs.unlink(path, base=self.store.root)
+            return None
+        return data
 
     def index_size(self) -> int | None:
         try:
@@ -120,9 +135,9 @@ class _Cache:
         """Best effort: a read-only store still works, it just cannot cache."""
         with contextlib.suppress(StoreError):
             if index is not None:
-                self.store.write_file(f"{self.relative}/index.json", index)
+                self.store.write_file(f"{self.relative}/index.json", index, private=True)
             meta = json.dumps(state.to_dict(), indent=1).encode()
-            self.store.write_file(f"{self.relative}/meta.json", meta)
+            self.store.write_file(f"{self.relative}/meta.json", meta, private=True)
 
 
 STORED_INDEX_ABOVE = 8 * 1024 * 1024
@@ -161,7 +176,7 @@ def _catalog(
     (None when there is no cached index)."""
 
     def load() -> bytes:
-        body = data if data is not None else cache.index_bytes()
+        body = data if data is not None else cache.index_bytes(state.index_hash)
         if body is None:
             raise StoreError(f"{cache.folder}: the cached index vanished")
         return body
@@ -333,8 +348,8 @@ def _refresh(
     state, data = result
     changed = data is not None
     if data is None:
-        data = cache.index_bytes()
-    if data is None:  # the cached copy vanished underneath us: fetch it again
+        data = cache.index_bytes(state.index_hash)
+    if data is None:  # the cached copy vanished or changed underneath us: fetch it again
         again = _refresh_v3(transport, url, None) or _refresh_v2(transport, url, None)
         if again is None or again[1] is None:
             raise DownloadError(f"{url}: the index disappeared while reading it", url=url)

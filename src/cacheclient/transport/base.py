@@ -23,14 +23,16 @@ Timeouts and tries come from :class:`TransportOptions` (``CACHECLIENT_CONNECT_TI
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import os
 import random
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,7 +41,14 @@ import tenacity
 
 from cacheclient._version import __version__
 from cacheclient.errors import DownloadError, StoreError, VerificationError
-from cacheclient.transport.sink import PIPELINE_MIN, Sink, hash_prefix, read_meta, write_meta
+from cacheclient.transport.sink import (
+    PIPELINE_MIN,
+    Sink,
+    hash_prefix,
+    open_partial,
+    read_meta,
+    write_meta,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -319,7 +328,7 @@ class Transport:
         hasher = hashlib.sha256()
         have = 0
         validator: str | None = None
-        if partial.exists():
+        if os.path.lexists(partial):
             meta = read_meta(meta_path)
             if meta.get("url") == url and isinstance(meta.get("validator"), str):
                 validator = str(meta["validator"])
@@ -343,12 +352,14 @@ class Transport:
                 meta_path.unlink(missing_ok=True)
             resumed_from = have
             total = expected_size if expected_size is not None else stream.total
-            mode = "ab" if have else "wb"
             try:
-                out = open(partial, mode, buffering=0)  # noqa: SIM115 - closed below
+                fd = open_partial(partial, resume=bool(have))
+                out = open(fd, "ab" if have else "wb", buffering=0, closefd=True)  # noqa: SIM115
+            except StoreError:
+                raise
             except OSError as exc:
                 raise StoreError(f"{partial}: cannot write: {exc.strerror or exc}") from None
-            with out:
+            with out, _removing_on_mismatch(partial, meta_path):
                 if have:
                     out.truncate(have)
                     out.seek(have)
@@ -430,3 +441,14 @@ class Transport:
             # No length announced and the connection closed early: resume, as above.
             raise _Transient(f"body ended after {have} of the expected {expected_size} bytes")
         return have
+
+
+@contextlib.contextmanager
+def _removing_on_mismatch(partial: Path, meta_path: Path) -> Iterator[None]:
+    """A download that turned out longer than expected leaves neither file behind."""
+    try:
+        yield
+    except VerificationError:
+        partial.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        raise
