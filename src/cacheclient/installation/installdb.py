@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cacheclient.safefs as safefs
+from cacheclient import safefs
 from cacheclient.errors import StoreError
 
 __all__ = ["DB_DIR", "InstallDB", "InstallRecord", "locked_db", "read_db"]

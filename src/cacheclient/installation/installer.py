@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
-import cacheclient.safefs as safefs
+from cacheclient import safefs
 from cacheclient.errors import StoreError, UsageError, VerificationError
 from cacheclient.events import Reporter
 from cacheclient.installation.extract import (

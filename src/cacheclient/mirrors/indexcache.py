@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cacheclient.safefs as safefs
+from cacheclient import safefs
 from cacheclient.errors import (
     CacheClientError,
     DownloadError,

@@ -44,7 +44,7 @@ from typing import Any
 
 import platformdirs
 
-import cacheclient.safefs as safefs
+from cacheclient import safefs
 from cacheclient.errors import StoreError, VerificationError
 from cacheclient.model import BlobRef
 

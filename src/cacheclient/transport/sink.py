@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-import cacheclient.safefs as safefs
+from cacheclient import safefs
 from cacheclient.errors import StoreError
 
 CHUNK_SIZE = 1 << 20
