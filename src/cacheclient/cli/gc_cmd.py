@@ -125,13 +125,9 @@ def collect_garbage(
                 store.remove_build(build.hash)
                 forgotten.append(build.hash)
         store.write_index()
-    for partial in sorted((store.private_dir / "partial").glob("*.partial")):
-        try:
-            age = now - partial.stat().st_mtime
-        except OSError:
-            continue
-        if older_than is not None and age > older_than and not dry_run:
-            store.discard_partial(partial.stem)
+    for checksum, mtime in store.partials():  # never one a live process is writing
+        if older_than is not None and now - mtime > older_than and not dry_run:
+            store.discard_idle_partial(checksum)
     return {
         "store": str(store.root),
         "size_before": total,

@@ -70,6 +70,16 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
                     "problem": "; ".join(problems),
                 }
             )
+    for name in store.bad_build_records():
+        broken.append(
+            {
+                "build": f"record {name}",
+                "hash": "",
+                "record": name,
+                "problem": "unusable build record (unreadable, not a file, or naming paths "
+                "outside the store's layout)",
+            }
+        )
     removed: list[str] = []
     kept_in_use: list[str] = []
     if repair:
@@ -79,7 +89,10 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
             else:
                 kept_in_use.append(entry["digest"])
         for entry in broken:
-            store.remove_build(entry["hash"])
+            if entry.get("record"):
+                store.remove_build_record(entry["record"])  # the record only, nothing it names
+            else:
+                store.remove_build(entry["hash"])
         if corrupt or broken:
             store.write_index()
     return {

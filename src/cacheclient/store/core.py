@@ -567,6 +567,39 @@ class Store:
             with contextlib.suppress(OSError):
                 safefs.unlink(path, base=self.root)
 
+    def partials(self) -> list[tuple[str, float]]:
+        """``(checksum, mtime)`` of the partial downloads (planted non-files included, so they
+        can be cleaned up; their names must still be digests)."""
+        folder = self.private_dir / "partial"
+        out: list[tuple[str, float]] = []
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return out
+        for name in names:
+            checksum = name.removesuffix(".partial")
+            if name.endswith(".partial") and _is_digest(checksum):
+                with contextlib.suppress(OSError):
+                    out.append((checksum, os.lstat(folder / name).st_mtime))
+        return out
+
+    def discard_idle_partial(self, checksum: str) -> bool:
+        """Remove a partial download unless a live process is writing it (it holds the blob's
+        download lock); True when it was removed."""
+        if not _is_digest(checksum):
+            return False
+        lock = _FileLock(self._lock_path(checksum, "dl"), self.root)
+        try:
+            if not lock.acquire(blocking=False):
+                return False
+        except StoreError:
+            return False
+        try:
+            self.discard_partial(checksum)
+        finally:
+            lock.release()
+        return True
+
     def put_blob(self, data: bytes, *, checksum: str | None = None, pin: bool = False) -> str:
         """Store *data* as a blob (verifying *checksum* when given); returns its sha256.
 
@@ -598,7 +631,10 @@ class Store:
     def remove_blob(self, checksum: str) -> bool:
         """Delete a blob unless some process uses it; True when it was removed."""
         lock = _FileLock(self._lock_path(checksum, "use"), self.root)
-        if not lock.acquire(blocking=False):
+        try:
+            if not lock.acquire(blocking=False):
+                return False
+        except StoreError:  # a planted lock (symlink, FIFO): keep the blob, follow nothing
             return False
         try:
             path = self.blob_path(checksum)
@@ -640,6 +676,30 @@ class Store:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
         return build
+
+    def bad_build_records(self) -> list[str]:
+        """Names (``<hash>.json``) of build records that cannot be trusted: unreadable, planted
+        non-files, about another hash, or naming paths outside the layout."""
+        folder = self.private_dir / "builds"
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return []
+        return [
+            n
+            for n in names
+            if n.endswith(".json") and not n.startswith(".") and self.load_build(n[:-5]) is None
+        ]
+
+    def remove_build_record(self, name: str) -> None:
+        """Remove one record file of ``.cacheclient/builds`` (itself, never what it names)."""
+        if "/" in name or name.startswith(".") or not name.endswith(".json"):
+            return
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            try:
+                safefs.unlink(self.private_dir / "builds" / name, base=self.root)
+            except OSError as exc:
+                raise _store_error(self.private_dir / "builds" / name, "remove", exc) from None
 
     def builds(self) -> list[StoredBuild]:
         folder = self.private_dir / "builds"
