@@ -36,11 +36,21 @@ __all__ = [
     "UnsafeArchiveError",
     "UsageError",
     "VerificationError",
+    "printable",
 ]
 
 
 def __dir__() -> list[str]:
     return __all__
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(0x7F, 0xA0)]}
+
+
+def printable(text: str) -> str:
+    """*text* with control characters (terminal escapes, newlines, NUL, C1 codes) shown as
+    ``\\xNN``: text from servers, files and metadata goes through it before a terminal."""
+    return text.translate(_CONTROL)
 
 
 class CacheClientError(Exception):

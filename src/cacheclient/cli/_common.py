@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from cacheclient.errors import printable
+
 
 def add_host_options(parser: argparse.ArgumentParser) -> None:
     """``--platform --os --target --libc --os-compat``: override the probed host."""
@@ -83,4 +85,4 @@ def print_json(data: Any) -> None:
 
 def warn(message: str) -> None:
     """A non-fatal problem the user should see (e.g. a mirror that was skipped), on stderr."""
-    print(f"cacheclient: warning: {message}", file=sys.stderr)
+    print(f"cacheclient: warning: {printable(message)}", file=sys.stderr)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cacheclient._version import __version__
-from cacheclient.errors import CacheClientError
+from cacheclient.errors import CacheClientError, printable
 
 __all__ = ["build_parser", "install_from_cache", "main"]
 
@@ -46,7 +46,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
     except CacheClientError as exc:
         if debug:
             raise
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

@@ -42,7 +42,13 @@ from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_
 from cacheclient.metadata.manifest import parse_manifest
 from cacheclient.mirrors.open import open_catalog
 from cacheclient.store import Store
-from cacheclient.transport import Transport, TransportOptions, join_url, transport_for
+from cacheclient.transport import (
+    INDEX_LIMIT,
+    Transport,
+    TransportOptions,
+    join_url,
+    transport_for,
+)
 
 __all__ = ["DEFAULT_TTL", "IndexState", "open_mirror", "open_mirrors"]
 
@@ -236,12 +242,13 @@ def _refresh_v3(
     if old is not None and old.layout == 3 and old.index_hash == blob.checksum:
         return state, None
     blob_url = join_url(url, blob.path)
-    data = transport.read(blob_url, retry_not_found=True)
+    bound = blob.size if blob.size >= 0 else INDEX_LIMIT  # bounded by the manifest
+    data = transport.read(blob_url, retry_not_found=True, limit=bound)
     if data is None:
         raise MetadataError(blob_url, "", "index blob listed in the manifest does not exist")
     actual = hashlib.sha256(data).hexdigest()
     if len(data) != blob.size or actual != blob.checksum:  # cut short? once more
-        data = transport.read(blob_url, retry_not_found=True) or b""
+        data = transport.read(blob_url, retry_not_found=True, limit=bound) or b""
         actual = hashlib.sha256(data).hexdigest()
     if len(data) != blob.size or actual != blob.checksum:
         raise VerificationError(
@@ -262,7 +269,7 @@ def _refresh_v2(
     now = time.time()
     previous = old if old is not None and old.layout == 2 else None
     if previous is not None and previous.etag:
-        fetched = transport.get(index_url, etag=previous.etag)
+        fetched = transport.get(index_url, etag=previous.etag, limit=INDEX_LIMIT)
         if fetched is None:
             return None
         if fetched.status == 304:
@@ -283,7 +290,7 @@ def _refresh_v2(
         text = (remote_hash or b"")[:64].decode("ascii", "replace").strip()
         if text == previous.index_hash:
             return IndexState(url=url, layout=2, index_hash=text, etag=None, checked_at=now), None
-    fetched = transport.get(index_url)
+    fetched = transport.get(index_url, limit=INDEX_LIMIT)
     if fetched is None:
         return None
     digest = hashlib.sha256(fetched.body).hexdigest()

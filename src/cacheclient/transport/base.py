@@ -40,7 +40,7 @@ from typing import IO, Any, Protocol
 import tenacity
 
 from cacheclient._version import __version__
-from cacheclient.errors import DownloadError, StoreError, VerificationError
+from cacheclient.errors import DownloadError, MetadataError, StoreError, VerificationError
 from cacheclient.transport.sink import (
     PIPELINE_MIN,
     Sink,
@@ -52,6 +52,8 @@ from cacheclient.transport.sink import (
 
 __all__ = [
     "CHUNK_SIZE",
+    "INDEX_LIMIT",
+    "METADATA_LIMIT",
     "USER_AGENT",
     "DownloadResult",
     "Fetched",
@@ -61,6 +63,7 @@ __all__ = [
     "TransportOptions",
     "join_url",
     "requests_made",
+    "too_large",
 ]
 
 
@@ -71,6 +74,12 @@ def __dir__() -> list[str]:
 USER_AGENT = f"cacheclient/{__version__}"
 CHUNK_SIZE = 1 << 20
 """Bytes read per chunk while streaming a download."""
+
+METADATA_LIMIT = 16 << 20
+"""Bytes a metadata document may have (index and spec manifests, spec files, key indexes and
+keys, pages) unless the caller gives another bound (the index: its manifest's contentLength)."""
+INDEX_LIMIT = 2 << 30
+"""Bytes a v2 ``index.json`` may have (its size is announced nowhere)."""
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """Called with ``(bytes_done, bytes_total)`` while a download streams."""
@@ -91,6 +100,9 @@ class TransportOptions:
     not_found_delay: float = 0.5
     """Delay before the single retry of a 404 (push race)."""
     pool_size: int = 8
+    deadline: float = 300.0
+    """Seconds one metadata request may take in all (a server trickling bytes cannot hold a
+    run: the read timeout only bounds the gap between two bytes)."""
     user_agent: str = USER_AGENT
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
@@ -259,6 +271,16 @@ class Transport:
         """Open the body at *offset* (the server may ignore it: check ``Stream.offset``)."""
         raise NotImplementedError
 
+    def _get_bounded(
+        self, url: str, etag: str | None, last_modified: str | None, limit: int
+    ) -> Fetched:
+        """:meth:`_get` refusing bodies over *limit* bytes; transports that can stop early
+        (http) override it, the default checks after the fact."""
+        fetched = self._get(url, etag, last_modified)
+        if len(fetched.body) > limit:
+            raise too_large(url, len(fetched.body), limit)
+        return fetched
+
     def close(self) -> None:
         """Release connections (the default does nothing)."""
 
@@ -270,22 +292,29 @@ class Transport:
         etag: str | None = None,
         last_modified: str | None = None,
         retry_not_found: bool = False,
+        limit: int = METADATA_LIMIT,
     ) -> Fetched | None:
-        """GET *url* whole; with *etag*/*last_modified* a 304 comes back as ``status=304``."""
+        """GET *url* whole; with *etag*/*last_modified* a 304 comes back as ``status=304``.
+
+        A body over *limit* bytes is refused (:class:`MetadataError`), as is one that takes
+        longer than the options' ``deadline`` (:class:`DownloadError`).
+        """
         try:
             for attempt in _retrying(self.options, retry_not_found=retry_not_found):
                 with attempt:
                     _count_request(url)
-                    return self._get(url, etag, last_modified)
+                    return self._get_bounded(url, etag, last_modified, limit)
         except _NotFound:
             return None
         except _Transient as exc:
             raise DownloadError(f"{url}: {exc}", url=url) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def read(self, url: str, *, retry_not_found: bool = False) -> bytes | None:
-        """The body of *url*, or ``None`` when it does not exist."""
-        fetched = self.get(url, retry_not_found=retry_not_found)
+    def read(
+        self, url: str, *, retry_not_found: bool = False, limit: int = METADATA_LIMIT
+    ) -> bytes | None:
+        """The body of *url* (at most *limit* bytes), or ``None`` when it does not exist."""
+        fetched = self.get(url, retry_not_found=retry_not_found, limit=limit)
         return None if fetched is None else fetched.body
 
     def download(
@@ -452,3 +481,10 @@ def _removing_on_mismatch(partial: Path, meta_path: Path) -> Iterator[None]:
         partial.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         raise
+
+
+def too_large(url: str, size: int | str, limit: int) -> MetadataError:
+    """The error for a metadata answer over its size cap."""
+    return MetadataError(
+        url, "", f"answer of {size} bytes exceeds the {limit}-byte cap for this document"
+    )
