@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sectools import Sandbox
 
 from paths import SPACK_V3_SIGNED
-from sectools import Sandbox
 from servers import NginxServer
 
 

@@ -85,7 +85,9 @@ class Sandbox:
             "fetch", spec, "--mirror", self.mirror, *HOST, "--store", str(self.store), *extra
         )
 
-    def install(self, *extra: str, spec: str = TOOL, env: dict[str, str] | None = None) -> CliResult:
+    def install(
+        self, *extra: str, spec: str = TOOL, env: dict[str, str] | None = None
+    ) -> CliResult:
         return self.cli(
             "install", spec, "--mirror", self.mirror, *HOST, "--store", str(self.store),
             "--root", str(self.root), *extra, env=env,

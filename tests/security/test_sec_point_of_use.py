@@ -6,8 +6,9 @@ import gzip
 import json
 import shutil
 
-from paths import SPACK_V3_SIGNED
 from sectools import EXPECTED, TOOL_HASH, Sandbox, build_record, expect_error
+
+from paths import SPACK_V3_SIGNED
 
 
 def _tarball(box: Sandbox) -> str:
