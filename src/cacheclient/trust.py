@@ -321,7 +321,16 @@ class TrustStore:
             for line in result.stderr.decode("utf-8", "replace").splitlines()
             if line.startswith("[GNUPG:] ")
         ]
-        return result.stdout, self._judge(status, result.returncode, where, source)
+        signer = self._judge(status, result.returncode, where, source)
+        if b"-----BEGIN PGP SIGNED MESSAGE-----" in result.stdout:
+            # What was verified is the outer text: a clear-signed block inside it is not
+            # unwrapped (its own signature was never checked).
+            raise VerificationError(
+                f"{where}: the signed text itself contains a clear-signed block; refusing it "
+                "(only the outer signature was verified)",
+                url=source or None,
+            )
+        return result.stdout, signer
 
     @staticmethod
     def _judge(status: list[list[str]], returncode: int, where: str, source: str) -> str:

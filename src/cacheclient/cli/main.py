@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from cacheclient._version import __version__
-from cacheclient.errors import CacheClientError, printable
+from cacheclient.errors import CacheClientError, printable, redact
 
 __all__ = ["build_parser", "install_from_cache", "main"]
 
@@ -36,7 +37,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Redacting(io.TextIOBase):
+    """A text stream that never lets ``user:password@`` of a URL through (see
+    :func:`cacheclient.errors.redact`)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self._inner, "encoding", "utf-8"))
+
+
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False) -> int:
+    """Run one command with credentials redacted from everything it prints."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Redacting(out), _Redacting(err)
+    try:
+        return _run_command(parser, argv, program=program)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _run_command(
+    parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False
+) -> int:
     """Run one command; *program*: this is the process's own command line (not a library
     call), so an interrupt may end the process at once."""
     args = parser.parse_args(argv)
@@ -60,6 +98,21 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         return 130
     except BrokenPipeError:
         return 0
+    except RecursionError:
+        if debug:
+            raise
+        print(f"{parser.prog}: error: input nested too deeply", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, still one line (--debug shows the traceback)
+        if debug:
+            raise
+        detail = printable(f"{type(exc).__name__}: {exc}")[:300]
+        print(
+            f"{parser.prog}: error: internal error ({detail}); please report it "
+            "(--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cacheclient import safefs
-from cacheclient.errors import StoreError
+from cacheclient.errors import StoreError, redact
 
 __all__ = ["DB_DIR", "InstallDB", "InstallRecord", "locked_db", "read_db"]
 
@@ -63,7 +63,7 @@ class InstallRecord:
             "prefix": self.prefix,
             "spec": self.spec,
             "installed_at": self.installed_at,
-            "mirror": self.mirror,
+            "mirror": None if self.mirror is None else redact(self.mirror),
             "tarball_sha256": self.tarball_sha256,
             "signer": self.signer,
             "old_prefix": self.old_prefix,

@@ -35,6 +35,7 @@ from cacheclient.errors import (
     MetadataError,
     StoreError,
     VerificationError,
+    redact,
 )
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
@@ -72,7 +73,7 @@ class IndexState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": redact(self.url),  # never user:password@
             "layout": self.layout,
             "index_hash": self.index_hash,
             "etag": self.etag,
@@ -107,7 +108,7 @@ class _Cache:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if state.url != self.url or not (self.folder / "index.json").is_file():
+        if state.url != redact(self.url) or not (self.folder / "index.json").is_file():
             return None
         return state
 

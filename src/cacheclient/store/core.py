@@ -45,7 +45,7 @@ from typing import Any
 import platformdirs
 
 from cacheclient import safefs
-from cacheclient.errors import StoreError, VerificationError
+from cacheclient.errors import StoreError, VerificationError, redact
 from cacheclient.model import BlobRef
 
 __all__ = [
@@ -139,7 +139,7 @@ class StoredBuild:
             "metadata_path": self.metadata_path,
             "tarball": self.tarball.to_dict(),
             "spec_blob": self.spec_blob.to_dict(),
-            "mirror": self.mirror,
+            "mirror": redact(self.mirror),  # never user:password@
             "signer": self.signer,
             "tarball_alias": self.tarball_alias,
             "fetched_at": self.fetched_at,
