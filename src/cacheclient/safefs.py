@@ -25,11 +25,12 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-from cacheclient.errors import StoreError
+from cacheclient.errors import StoreError, UsageError, printable
 
 __all__ = [
     "PRIVATE",
     "describe",
+    "expand_path",
     "inside",
     "open_dir",
     "open_file",
@@ -68,6 +69,22 @@ def describe(mode: int) -> str:
 def _refuse(path: Path | str, found: str, *, extra: str = "") -> StoreError:
     tail = f"; {extra}" if extra else ""
     return StoreError(f"{path}: is {found}, refusing to follow or use it (planted?){tail}")
+
+
+def expand_path(value: str | os.PathLike[str], what: str = "path") -> Path:
+    """A path given by the user (``~`` expanded): UsageError (exit 2) for ``~nouser/...`` or a
+    path that is not valid UTF-8 (it could be neither recorded nor shown)."""
+    text = os.fspath(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} {printable(ascii(text))}: not valid UTF-8") from None
+    if "\0" in text:
+        raise UsageError(f"{what} {text!a}: contains a NUL character")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise UsageError(f"{what} {text!r}: cannot expand '~' (no such user)") from None
 
 
 def relative_parts(base: Path, path: Path) -> tuple[str, ...]:

@@ -35,7 +35,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cacheclient.errors import MetadataError, StoreError, UsageError, VerificationError
+from cacheclient.errors import (
+    MetadataError,
+    StoreError,
+    UsageError,
+    VerificationError,
+    printable,
+)
 
 __all__ = [
     "KeyInfo",
@@ -413,7 +419,12 @@ def _key_index(data: bytes, source: str) -> list[str]:
         raise MetadataError(source, "keys", 'expected {"keys": {"<FPR>": {}}}') from None
     if not isinstance(keys, dict):
         raise MetadataError(source, "keys", "expected an object keyed by fingerprint")
-    return [str(k) for k in keys]
+    names = [str(k) for k in keys]
+    for name in names:  # they become paths: never "../", NUL or anything but a fingerprint
+        if not _FPR_RE.match(name.upper()):
+            shown = printable(name)[:80]
+            raise MetadataError(source, "keys", f"{shown!r} is not a key fingerprint")
+    return names
 
 
 def _v3_blob(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from cacheclient import safefs
 from cacheclient.cli._common import (
     add_fetch_options,
     add_host_options,
@@ -68,7 +68,7 @@ def normalise_mirror(url: str) -> str:
     """Absolute path for a local directory given as a relative path; URLs unchanged."""
     if "://" in url:
         return url.rstrip("/")
-    return str(Path(url).expanduser().absolute())
+    return str(safefs.expand_path(url, "mirror").absolute())
 
 
 def _config_value(name: str) -> Any:

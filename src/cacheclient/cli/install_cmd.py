@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cacheclient import safefs
 from cacheclient.ci.lock import Lock, LockedProfile
 from cacheclient.cli._common import print_json
 from cacheclient.cli.fetch_cmd import (
@@ -75,7 +76,7 @@ def register(sub: Any) -> None:
 
 def _root(args: argparse.Namespace) -> Path:
     value = getattr(args, "root", None)
-    root = Path(value).expanduser() if value else default_root()
+    root = safefs.expand_path(value, "--root") if value else default_root()
     return Path(os.path.abspath(root))
 
 

@@ -170,9 +170,15 @@ class InstallResult:
 def format_projection(projection: str, record: BuildRecord) -> str:
     """The relative install path of *record* under *projection* (validated)."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(projection) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(projection)]
     except ValueError as exc:
         raise UsageError(f"projection {projection!r}: {exc}") from None
+    fields = [f for f, _, _ in parsed if f is not None]
+    if any(spec or conv for f, spec, conv in parsed if f is not None):
+        raise UsageError(
+            f"projection {projection!r}: only plain fields such as {{name}} are allowed "
+            "(no conversions or format specs)"
+        )
     bad = [f for f in fields if f not in _PROJECTION_FIELDS]
     if bad:
         allowed = ", ".join("{" + f + "}" for f in sorted(_PROJECTION_FIELDS))

@@ -79,7 +79,7 @@ def default_store_root() -> Path:
     """``$CACHECLIENT_STORE``, else ``<user cache dir>/cacheclient/store``."""
     env = os.environ.get("CACHECLIENT_STORE")
     if env:
-        return Path(env).expanduser()
+        return safefs.expand_path(env, "CACHECLIENT_STORE")
     return Path(platformdirs.user_cache_dir("cacheclient")) / "store"
 
 
@@ -257,7 +257,7 @@ class Store:
     """
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root).expanduser().absolute() if root else default_store_root()
+        self.root = safefs.expand_path(root, "store").absolute() if root else default_store_root()
         self._pins: dict[str, _FileLock] = {}
         self._lock = threading.Lock()
         _raise_open_files_limit()

@@ -40,7 +40,13 @@ from typing import IO, Any, Protocol
 import tenacity
 
 from cacheclient._version import __version__
-from cacheclient.errors import DownloadError, MetadataError, StoreError, VerificationError
+from cacheclient.errors import (
+    DownloadError,
+    MetadataError,
+    StoreError,
+    UsageError,
+    VerificationError,
+)
 from cacheclient.transport.sink import (
     PIPELINE_MIN,
     Sink,
@@ -242,7 +248,10 @@ def join_url(base: str, relative: str) -> str:
 
 
 def _scheme_of(url: str) -> str:
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. a bad IPv6 literal
+        raise UsageError(f"mirror {url!r}: not a usable URL ({exc})") from None
     return "file" if len(scheme) <= 1 else scheme  # "" or a Windows drive letter
 
 
