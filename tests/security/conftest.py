@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sectools import Sandbox
 
 from paths import SPACK_V3_SIGNED
+from security.sectools import Sandbox
 from servers import NginxServer
 
 
 @pytest.fixture(scope="module")
 def signed_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """nginx serving the signed fixture mirror (import it into a test module to use it)."""
     server = NginxServer(SPACK_V3_SIGNED, tmp_path_factory.mktemp("nginx")).start()
     yield server.url
     server.stop()

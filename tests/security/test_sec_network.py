@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sectools import EXPECTED, TOOL_HASH, Sandbox, expect_error
 
 from paths import SPACK_V3_SIGNED
+from security.sectools import EXPECTED, TOOL_HASH, Sandbox, expect_error
 from servers import Fault, FaultServer
 
 MakeFaultServer = Callable[..., FaultServer]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from sectools import TOOL_HASH, Sandbox, build_record, expect_error
+from security.sectools import TOOL_HASH, Sandbox, build_record, expect_error
 
 
 def _db(box: Sandbox) -> dict[str, object]:

@@ -6,7 +6,7 @@ import json
 import os
 import stat
 
-from sectools import EXPECTED, TOOL_HASH, Sandbox, expect_error
+from security.sectools import EXPECTED, TOOL_HASH, Sandbox, expect_error
 
 TOOL_SPEC = next(s for s in EXPECTED["specs"] if s["dag_hash"] == TOOL_HASH)
 TARBALL = str(TOOL_SPEC["tarball"]["sha256"])

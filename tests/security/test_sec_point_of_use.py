@@ -6,9 +6,15 @@ import gzip
 import json
 import shutil
 
-from sectools import EXPECTED, TOOL_HASH, Sandbox, build_record, expect_error
-
 from paths import SPACK_V3_SIGNED
+from security.sectools import (
+    EXPECTED,
+    TOOL_HASH,
+    Sandbox,
+    build_record,
+    expect_error,
+    snapshot,
+)
 
 
 def _tarball(box: Sandbox) -> str:
@@ -51,7 +57,7 @@ class TestTarballChangedInTheStore:
         box.victim.chmod(0o644)
         blob.unlink()
         (box.sentinel / "copy.tar.gz").write_bytes(good)
-        box.before = __import__("sectools").snapshot(box.sentinel)
+        box.before = snapshot(box.sentinel)
         blob.symlink_to(box.sentinel / "copy.tar.gz")
         result = box.install()
         # the symlink is not a blob: the build is fetched again (no traceback, no follow)
