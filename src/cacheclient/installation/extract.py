@@ -30,10 +30,12 @@ import errno
 import gzip
 import hashlib
 import os
+import queue
 import secrets
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +64,8 @@ Kind = Literal["file", "dir", "symlink", "hardlink"]
 _BUILDINFO_TAIL = (".spack", "binary_distribution")
 _MAX_BUILDINFO_SIZE = 4 << 20
 _CHUNK = 1 << 20
+_THREADED_HASH = 8 << 20
+"""Archives larger than this are hashed on a thread of their own while they are extracted."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,25 +135,71 @@ class _Restart(Exception):
 
 
 class _HashingReader:
-    """The raw archive file, hashed as it is read (one pass: hash and extract together)."""
+    """The raw archive file, hashed as it is read (one pass: hash and extract together).
 
-    def __init__(self, handle: BinaryIO, digest: Any) -> None:
+    For large archives the hashing runs on its own thread, fed through a bounded queue
+    (``hashlib`` releases the GIL), so it overlaps decompression and writing.
+    """
+
+    def __init__(self, handle: BinaryIO, digest: Any, *, threaded: bool) -> None:
         self._handle = handle
         self._digest = digest
         self.count = 0
         self.mode = "rb"
+        self._buffer = b""
+        self._offset = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        q = self._queue
+        if q is None:  # pragma: no cover - only started with a queue
+            return
+        while (chunk := q.get()) is not None:
+            self._digest.update(chunk)
+
+    def _fill(self) -> bool:
+        block = self._handle.read(_CHUNK)  # large blocks: few, cheap hash updates
+        if not block:
+            return False
+        self.count += len(block)
+        if self._queue is not None:
+            self._queue.put(block)
+        else:
+            self._digest.update(block)
+        self._buffer = block
+        self._offset = 0
+        return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        if data:
-            self._digest.update(data)
-            self.count += len(data)
+        if self._offset >= len(self._buffer) and not self._fill():
+            return b""
+        end = len(self._buffer) if size < 0 else self._offset + size
+        data = self._buffer[self._offset : end]
+        self._offset += len(data)
         return data
 
     def drain(self) -> None:
         """Hash whatever follows the point where reading stopped."""
         while self.read(_CHUNK):
             pass
+
+    def close(self) -> None:
+        """Wait until everything read has been hashed (idempotent)."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._thread = None
+        self._queue = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        result: str = self._digest.hexdigest()
+        return result
 
 
 class _BudgetReader:
@@ -472,7 +522,7 @@ def _stream(raw: _HashingReader | BinaryIO, budget: int, ext: _Extractor) -> Non
 
 
 def _check_digest(
-    reader: _HashingReader, digest: Any, source: str, expected: str | None, *, drain: bool
+    reader: _HashingReader, source: str, expected: str | None, *, drain: bool
 ) -> str | None:
     """After a pass: TarballMismatch when the archive's sha256 is not *expected*."""
     if expected is None:
@@ -480,7 +530,7 @@ def _check_digest(
     if drain:
         with contextlib.suppress(OSError):
             reader.drain()
-    actual: str = digest.hexdigest()
+    actual = reader.hexdigest()
     if actual != expected:
         raise TarballMismatch(
             f"{source}: sha256 is {actual}, expected {expected}: the archive changed after it "
@@ -510,17 +560,18 @@ def _one_pass(
         if expected_sha256 is None:
             _stream(handle, budget, ext)
             return None
-        digest = hashlib.sha256()
-        reader = _HashingReader(handle, digest)
+        size = os.fstat(handle.fileno()).st_size
+        reader = _HashingReader(handle, hashlib.sha256(), threaded=size > _THREADED_HASH)
         try:
             _stream(reader, budget, ext)
-        except _Restart:
-            raise
         except (_Refused, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError):
             # A tampered blob is a verification failure first, whatever it contains.
-            _check_digest(reader, digest, source, expected_sha256, drain=True)
+            _check_digest(reader, source, expected_sha256, drain=True)
             raise
-        return _check_digest(reader, digest, source, expected_sha256, drain=True)
+        except BaseException:
+            reader.close()  # the hashing thread ends with the pass
+            raise
+        return _check_digest(reader, source, expected_sha256, drain=True)
 
 
 def extract_prefix(
