@@ -65,3 +65,24 @@ def test_a_sparse_member_is_refused(tmp_path: Path) -> None:
     assert "sparse member refused" in message
     assert not any(p.name.startswith("demo-tool") for p in root.rglob("*"))
     assert snapshot(sentinel) == before
+
+
+def test_a_large_archive_is_hashed_on_its_own_thread_and_checked(tmp_path: Path) -> None:
+    from cacheclient.installation.extract import TarballMismatch, extract_prefix
+    from reliability import write_big_mirror
+
+    mirror = write_big_mirror(tmp_path / "mirror", megabytes=12, files=40)
+    build = next(iter(mirror.builds.values()))
+    tarball = mirror.root / build.tarball.path
+    good = extract_prefix(tarball, tmp_path / "good", expected_sha256=build.tarball.checksum)
+    assert good.sha256 == build.tarball.checksum
+    data = bytearray(tarball.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    changed = tmp_path / "changed.tar.gz"
+    changed.write_bytes(bytes(data))
+    with pytest.raises(TarballMismatch) as err:
+        extract_prefix(changed, tmp_path / "bad", expected_sha256=build.tarball.checksum)
+    assert err.value.exit_code == 4
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "bad").exists()
+    assert not [p for p in tmp_path.iterdir() if ".extract-" in p.name]
