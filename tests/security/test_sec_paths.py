@@ -111,3 +111,17 @@ class TestStoreRecords:
         assert box.install().code == 0  # the record is not used: the build is fetched again
         assert not path.is_symlink()
         box.finish()
+
+
+def test_verify_reports_and_repairs_planted_blob_entries(box: Sandbox) -> None:
+    assert box.fetch().code == 0
+    shard = box.store / "blobs" / "sha256" / "ab"
+    shard.mkdir(exist_ok=True)
+    planted = shard / ("ab" + "0" * 62)
+    os.symlink(box.victim, planted)
+    os.symlink(box.sentinel, box.store / "blobs" / "sha256" / "cd")
+    line = expect_error(box.cli("verify", "--store", str(box.store)), 4, "corrupt blob")
+    assert str(planted) in line or "2 corrupt" in line
+    assert box.cli("verify", "--repair", "--store", str(box.store)).code == 0
+    assert not planted.is_symlink()
+    box.finish()

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from cacheclient.errors import printable
 from cacheclient.events import Reporter
 
 __all__ = [
@@ -76,6 +77,7 @@ class _Tracking(Reporter):
         self.started = time.monotonic()
 
     def _emit(self, text: str) -> None:
+        text = _terminal_safe(text)
         try:
             self.stream.write(text)
             self.stream.flush()
@@ -142,6 +144,16 @@ class LogReporter(_Tracking):
     def finished(self, summary: Mapping[str, Any]) -> None:
         parts = [f"{k}={v}" for k, v in summary.items() if isinstance(v, (int, float, str))]
         self._emit("done " + " ".join(parts) + "\n")
+
+
+_CLEAR_LINE = "\r\x1b[2K"
+
+
+def _terminal_safe(text: str) -> str:
+    """*text* with control characters from names, versions and server text escaped; only
+    our own line clearing and newlines stay."""
+    prefix = _CLEAR_LINE if text.startswith(_CLEAR_LINE) else ""
+    return prefix + "\n".join(printable(line) for line in text[len(prefix) :].split("\n"))
 
 
 def _label(record: Any) -> str:

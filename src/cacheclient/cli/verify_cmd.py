@@ -52,6 +52,9 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
         if actual != checksum:
             bad.add(checksum)
             corrupt.append({"digest": checksum, "actual": actual, "path": str(path)})
+    odd = store.odd_blob_entries()
+    for path in odd:
+        corrupt.append({"digest": path.name, "actual": "not a regular file", "path": str(path)})
     broken: list[dict[str, str]] = []
     for build in store.builds():
         problems = []
@@ -83,7 +86,12 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
     removed: list[str] = []
     kept_in_use: list[str] = []
     if repair:
+        for path in odd:
+            store.remove_odd_entry(path)
         for entry in corrupt:
+            if entry["actual"] == "not a regular file":
+                removed.append(entry["digest"])
+                continue
             if store.remove_blob(entry["digest"]):
                 removed.append(entry["digest"])
             else:

@@ -628,6 +628,28 @@ class Store:
                 if _is_digest(path.name) and not path.is_symlink() and path.is_file():
                     yield path.name, path
 
+    def odd_blob_entries(self) -> list[Path]:
+        """Entries under ``blobs/sha256/<c[:2]>/`` that are not blobs: symlinks, FIFOs, devices,
+        directories (someone planted them; they are never followed or read)."""
+        base = self.root / "blobs" / "sha256"
+        out: list[Path] = []
+        try:
+            shards = sorted(base.iterdir())
+        except OSError:
+            return out
+        for shard in shards:
+            if shard.is_symlink() or not shard.is_dir():
+                out.append(shard)
+                continue
+            with contextlib.suppress(OSError):
+                out += [p for p in sorted(shard.iterdir()) if p.is_symlink() or not p.is_file()]
+        return out
+
+    def remove_odd_entry(self, path: Path) -> None:
+        """Unlink one entry :meth:`odd_blob_entries` found (itself, never what it points to)."""
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            safefs.unlink(path, base=self.root)
+
     def remove_blob(self, checksum: str) -> bool:
         """Delete a blob unless some process uses it; True when it was removed."""
         lock = _FileLock(self._lock_path(checksum, "use"), self.root)
