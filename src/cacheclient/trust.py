@@ -29,12 +29,14 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cacheclient import safefs
 from cacheclient.errors import (
     MetadataError,
     StoreError,
@@ -145,6 +147,18 @@ def _parse_colons(text: str) -> list[KeyInfo]:
     return keys
 
 
+def _read_key_file(path: Path) -> bytes:
+    """A key file of the trust directory, never through a planted symlink or FIFO."""
+    try:
+        fd = safefs.open_leaf(path)
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read key: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(16 << 20)
+
+
 def _unescape(value: str) -> str:
     return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
@@ -206,7 +220,7 @@ class TrustStore:
         files = sorted(folder.glob("*.gpg"))
         if not files:
             return []
-        data = b"".join(path.read_bytes() for path in files)
+        data = b"".join(_read_key_file(path) for path in files)
         return sorted(
             (info for info, _ in self.inspect_keys(data, str(folder))),
             key=lambda k: k.fingerprint,
@@ -282,7 +296,7 @@ class TrustStore:
 
     def _rebuild_keyring(self) -> None:
         files = sorted(self._keys_dir.glob("*.gpg")) if self._keys_dir.is_dir() else []
-        self._write(self.keyring, b"".join(p.read_bytes() for p in files))
+        self._write(self.keyring, b"".join(_read_key_file(p) for p in files))
 
     # -- verification --------------------------------------------------------------------------
     def verify_clearsigned(self, text: str | bytes, source: str = "") -> tuple[bytes, str]:
@@ -300,7 +314,17 @@ class TrustStore:
                 f"{where}: not signed (no clearsign header)", url=source or None
             )
         keyring = self.keyring
-        if not keyring.is_file() or keyring.stat().st_size == 0:
+        try:
+            info = os.lstat(keyring)
+        except OSError:
+            info = None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            raise VerificationError(
+                f"{where}: the trusted keyring {keyring} is not a regular file (a planted "
+                "symlink or FIFO?); refusing to use it",
+                url=source or None,
+            )
+        if info is None or info.st_size == 0:
             keyid = self._signature_key_id(data)
             raise VerificationError(
                 f"{where}: signed by key {keyid or '?'}, which is not trusted "

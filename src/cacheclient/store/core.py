@@ -382,13 +382,16 @@ class Store:
             return
         for name in names:
             path = folder / name
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:  # never waits on a planted FIFO, never follows a planted symlink
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                if info.st_ino == os.lstat(path).st_ino:
                     path.unlink()
             except OSError:
                 continue  # a live writer holds it, or it was renamed meanwhile
