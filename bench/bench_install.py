@@ -34,8 +34,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cacheclient.api import install
 from cacheclient.installation import install_fetched
-from cacheclient.pipeline import install
 from cacheclient.resolution.host import HostProfile
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore

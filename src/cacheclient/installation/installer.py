@@ -146,6 +146,8 @@ class InstallResult:
     builds: tuple[InstalledBuild, ...] = ()
     externals: tuple[ExternalCheck, ...] = ()
     warnings: tuple[str, ...] = ()
+    requests: Mapping[str, Path] = field(default_factory=dict)
+    """Each request (as given) and the prefix of the build selected for it."""
 
     @property
     def installed(self) -> list[InstalledBuild]:
@@ -158,12 +160,17 @@ class InstallResult:
     def prefix_of(self, dag_hash: str) -> Path | None:
         return next((b.prefix for b in self.builds if b.record.hash == dag_hash), None)
 
+    def prefix_for(self, request: str) -> Path | None:
+        """The install prefix of the build chosen for *request* (as given to ``install``)."""
+        return self.requests.get(request)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "root": str(self.root),
             "builds": [b.to_dict() for b in self.builds],
             "externals": [e.to_dict() for e in self.externals],
             "warnings": list(self.warnings),
+            "requests": {k: str(v) for k, v in self.requests.items()},
         }
 
 
