@@ -9,9 +9,12 @@ In one run, for each repetition:
 * ``install``   - :func:`install_fetched` alone on the fetched items, into an empty root;
 * ``no-op``     - re-running the install into the filled root (everything already installed).
 
-Prints the median and best wall time of each, and per-build figures. Usage::
+Prints the median and best wall time of each, and per-build figures. Then the cost of verifying
+at the point of use on a large build (``--big`` MiB of incompressible files, written with the
+test-mirror writer): the same archive extracted with and without hashing it in the same pass
+(sha256 and the gzip trailer), alternating, with the ratio. Usage::
 
-    python bench/bench_install.py [--repeat N]
+    python bench/bench_install.py [--repeat N] [--big MIB]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from cacheclient.api import install
 from cacheclient.installation import install_fetched
@@ -113,9 +117,85 @@ def one_run(
         shutil.rmtree(work / name, ignore_errors=True)
 
 
+def _compressible(rng: Any, size: int) -> bytes:
+    """About 3:1 under gzip, like typical binaries: slices of a small random dictionary mixed
+    with fresh random bytes."""
+    base = rng.randbytes(16 << 10)
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        start = rng.randrange(0, len(base) - 4096)
+        piece = base[start : start + rng.randrange(256, 4096)] + rng.randbytes(
+            rng.randrange(64, 600)
+        )
+        parts.append(piece)
+        total += len(piece)
+    return b"".join(parts)[:size]
+
+
+def _big_mirror(root: Path, megabytes: int, *, typical: bool) -> Any:
+    import random
+
+    from cacheclient.mirrors.writer import MirrorBuild, fake_hash, write_mirror
+    from cacheclient.model import BuildRecord
+
+    rng = random.Random(7)
+    files = 400
+    per_file = (megabytes << 20) // files
+    record = BuildRecord(name="bigpkg", version="1.0", hash=fake_hash(f"big-{typical}"),
+                         platform="linux", os="debian12", target="x86_64_v3")  # fmt: skip
+    make = (lambda: _compressible(rng, per_file)) if typical else (lambda: rng.randbytes(per_file))
+    content: dict[str, bytes | str] = {
+        f"share/big/d{i % 17}/f{i}.bin": make() for i in range(files)
+    }
+    return write_mirror(root, [MirrorBuild(record=record, files=content)])
+
+
+def point_of_use(megabytes: int, repeat: int) -> None:
+    """Extraction of one big archive with and without hashing it in the same pass."""
+    for typical in (True, False):
+        _point_of_use(megabytes, repeat, typical=typical)
+
+
+def _point_of_use(megabytes: int, repeat: int, *, typical: bool) -> None:
+    from cacheclient.installation.extract import extract_prefix
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pou-"))
+    try:
+        mirror = _big_mirror(work / "mirror", megabytes, typical=typical)
+        build = next(iter(mirror.builds.values()))
+        tarball = mirror.root / build.tarball.path
+        checksum = build.tarball.checksum
+        times: dict[str, list[float]] = {"extract": [], "extract+verify": []}
+        cpu: dict[str, list[float]] = {"extract": [], "extract+verify": []}
+        for i in range(repeat):
+            for name, expected in (("extract", None), ("extract+verify", checksum)):
+                dest = work / f"{name}-{i}"
+                start, start_cpu = time.perf_counter(), time.process_time()
+                extract_prefix(tarball, dest, expected_hash=None, expected_sha256=expected)
+                times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+                shutil.rmtree(dest)
+        size = tarball.stat().st_size
+        base = statistics.median(times["extract"])
+        base_cpu = statistics.median(cpu["extract"])
+        kind = "typical (~3:1) content" if typical else "incompressible content (worst case)"
+        print(f"\npoint-of-use verification: one build of {megabytes} MiB, {kind}, "
+              f"{size / 2**20:.1f} MiB archive, {repeat} runs each (alternating); "
+              "wall and CPU time (all threads)")  # fmt: skip
+        for name, values in times.items():
+            med, med_cpu = statistics.median(values), statistics.median(cpu[name])
+            wall = f"wall {med * 1000:8.1f}ms median {min(values) * 1000:8.1f}ms best"
+            used = f"CPU {med_cpu * 1000:8.1f}ms {med_cpu / base_cpu:6.3f}x"
+            print(f"{name:16} {wall} {med / base:6.3f}x | {used}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--big", type=int, default=128, help="MiB of the large build (0: skip)")
     args = parser.parse_args()
     specs = all_specs()
     tars = tarballs()
@@ -139,6 +219,8 @@ def main() -> None:
         med = statistics.median(values)
         print(f"{name:10} {med * 1000:8.1f}ms {min(values) * 1000:8.1f}ms "
               f"{med * 1000 / n:8.2f}ms")  # fmt: skip
+    if args.big > 0:
+        point_of_use(args.big, args.repeat)
 
 
 if __name__ == "__main__":

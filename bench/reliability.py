@@ -30,6 +30,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import random
 import shlex
 import signal
@@ -107,6 +108,8 @@ class SoakConfig:
     timeout: float = 90.0
     kill_probability: float = 0.1
     install: bool = True
+    plant_probability: float = 0.5
+    """Chance that hostile entries are planted in a reused store before a run (issue 12)."""
 
 
 @dataclass(kw_only=True)
@@ -123,6 +126,8 @@ class SoakTotals:
     recoveries_passed: int = 0
     corrupt_blobs: int = 0
     data_lost: int = 0
+    planted: int = 0
+    changed_outside: int = 0
     failures: list[str] | None = None
 
 
@@ -167,6 +172,52 @@ def _fault_paths(mirror: Path) -> dict[str, list[str]]:
     return out
 
 
+_PLANTS = ("partial-symlink", "use-lock-symlink", "record-outside", "record-bookkeeping")
+
+
+def _snapshot(top: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for path in sorted(top.rglob("*")):
+        if path.is_symlink():
+            out[str(path)] = "link:" + str(path.readlink())
+        elif path.is_file():
+            out[str(path)] = path.read_bytes()
+    return out
+
+
+def _plant(rng: random.Random, store: Path, sentinel: Path, needed: list[str]) -> list[Path]:
+    """Plant one hostile entry in *store* pointing at *sentinel* (partial downloads and locks
+    of blobs the run *needed*); the paths planted."""
+    kind = rng.choice(_PLANTS)
+    private = store / ".cacheclient"
+    victim = sentinel / "victim.txt"
+    blobs = [Path(c) for c in needed]
+    records = sorted((private / "builds").glob("*.json")) if (private / "builds").is_dir() else []
+    if kind == "partial-symlink":
+        checksum = rng.choice(blobs).name if blobs else "0" * 64
+        path = private / "partial" / f"{checksum}.partial"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.symlink_to(victim)
+        return [path]
+    if kind == "use-lock-symlink" and blobs:
+        checksum = rng.choice(blobs).name
+        path = private / "locks" / checksum[:2] / f"{checksum}.use"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.symlink_to(victim)
+        return [path]
+    if records:
+        path = rng.choice(records)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if kind == "record-outside":
+            data["metadata_path"] = os.path.relpath(victim, store)
+        else:
+            data["tarball_alias"] = ".cacheclient/trust/trusted.gpg"
+        path.write_text(json.dumps(data), encoding="utf-8")
+    return []
+
+
 def soak(
     config: SoakConfig,
     workdir: Path,
@@ -195,6 +246,12 @@ def soak(
     whole = set(paths[""]) | {p for v in paths.values() for p in v if p.startswith("/v3/")}
     env = H.cli_env({"CACHECLIENT_READ_TIMEOUT": "1", "CACHECLIENT_RETRIES": "3"})
     server = FaultServer(mirror).start()
+    sentinel = workdir / "sentinel"
+    (sentinel / "deep").mkdir(parents=True, exist_ok=True)
+    (sentinel / "victim.txt").write_bytes(b"outside every store and root\n")
+    (sentinel / "deep" / "data.bin").write_bytes(bytes(range(256)))
+    outside = _snapshot(sentinel)
+    planted: list[Path] = []
     try:
         manifest = workdir / "warm.yaml"
         profiles = "".join(
@@ -232,6 +289,10 @@ def soak(
             chosen = [rng.choice(jobs) for _ in range(config.workers)]
             targets = sorted({p for job in chosen for h in closures[job] for p in paths[h]})
             targets += paths[""]
+            if rng.random() < config.plant_probability:
+                needed = [t.rsplit("/", 1)[1] for t in targets if t.startswith("/blobs/")]
+                planted += _plant(rng, store, sentinel, needed)
+                totals.planted += 1
             faults = []
             for _ in range(rng.choice((0, 1, 1, 2, 2, 3))):
                 kind = rng.choice(SOAK_FAULT_KINDS)
@@ -320,6 +381,10 @@ def soak(
             totals.corrupt_blobs += corrupt
             totals.data_lost += lost
             problems += other
+            if _snapshot(sentinel) != outside:
+                totals.changed_outside += 1
+                problems.append("a file outside the store and root changed")
+                outside = _snapshot(sentinel)
             totals.runs += 1
             if problems:
                 fault_text = ", ".join(f"{f.kind}x{f.times}@{f.path}" for f in faults)
@@ -329,6 +394,10 @@ def soak(
             last_of_store = run % config.runs_per_store == config.runs_per_store - 1
             if last_of_store or run == config.runs - 1:
                 server.clear_faults()
+                for path in planted:  # what the soak itself planted and nobody needed
+                    if path.is_symlink():
+                        path.unlink()
+                planted = []
                 totals.recoveries += 1
                 trouble = _recover(jobs, args_for, store, root, env)
                 corrupt, lost, other = _judge(store, root, expected, installed, crashed=False)
@@ -395,14 +464,15 @@ def _judge(
 
 
 MATRIX = [
-    "tests/test_faults.py",
-    "tests/test_crash_recovery.py",
-    "tests/test_disk_faults.py",
-    "tests/test_concurrency.py",
-    "tests/test_hostile_metadata.py",
-    "tests/test_hostile_archives.py",
-    "tests/test_hostile_archives_extra.py",
-    "tests/test_readers_property.py",
+    "tests/reliability/test_faults.py",
+    "tests/reliability/test_crash_recovery.py",
+    "tests/reliability/test_disk_faults.py",
+    "tests/reliability/test_concurrency.py",
+    "tests/reliability/test_hostile_metadata.py",
+    "tests/reliability/test_hostile_archives.py",
+    "tests/reliability/test_hostile_archives_extra.py",
+    "tests/metadata/test_readers_property.py",
+    "tests/security",
 ]
 
 
@@ -491,10 +561,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{totals.clean_errors} clean one-line errors, {totals.killed} killed with SIGKILL; "
         f"{totals.faults_injected} faults injected, {totals.faults_fired} fired; {seconds:.0f}s"
     )
+    print(
+        f"hostile store entries planted before {totals.planted} run(s); files changed outside "
+        f"the store and root: {totals.changed_outside}"
+    )
     print(f"command: {command.strip()}")
     for failure in (totals.failures or [])[:20]:
         print(f"FAILED {failure}")
     ok = all(run == passed and corrupt == 0 and lost == 0 for _, run, passed, corrupt, lost in rows)
+    ok = ok and totals.changed_outside == 0
     return 0 if ok else 1
 
 

@@ -35,6 +35,10 @@ FaultKind = Literal[
     "not_found",  # answer 404
     "redirect_loop",  # 302 to the same URL, forever
     "replace",  # serve `body` instead of the file's bytes (a mirror serving the wrong blob)
+    "trickle",  # the body one byte every `stall_seconds` (until the server stops)
+    "bad_range",  # 206 with a Content-Range starting at `after_bytes`, whatever was asked
+    "encoded",  # serve `body` with ``Content-Encoding: gzip`` (e.g. a gzip bomb)
+    "reason",  # answer `status` with the reason phrase `body` (hostile text)
 ]
 
 
@@ -169,11 +173,51 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if kind == "redirect_loop":
             self._simple(record, 302, {"Location": f"{owner.url}{self.path}"})
             return
+        if fault is not None and kind == "reason":
+            record.status = fault.status
+            self.send_response_only(fault.status, fault.body.decode("latin-1"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if fault is not None and kind in ("trickle", "bad_range", "encoded"):
+            self._odd(record, fault, owner._content(path) or b"")
+            return
         content = fault.body if fault is not None and kind == "replace" else owner._content(path)
         if content is None:
             self._simple(record, 404, {})
             return
         self._send_content(record, content, fault, head=head)
+
+    def _odd(self, record: RequestRecord, fault: Fault, content: bytes) -> None:
+        """The faults that need their own answer: trickle, bad_range, encoded."""
+        if fault.kind == "encoded":
+            record.status = 200
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(fault.body)))
+            self.end_headers()
+            self._write(record, fault.body)
+            return
+        if fault.kind == "bad_range":
+            start = fault.after_bytes or 1
+            payload = content[start:]
+            record.status = 206
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self._write(record, payload)
+            return
+        record.status = 200
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        for i in range(len(content)):
+            self._write(record, content[i : i + 1])
+            self.wfile.flush()
+            if self.owner._stopping.wait(fault.stall_seconds):
+                self.close_connection = True
+                return
 
     def _send_content(
         self, record: RequestRecord, content: bytes, fault: Fault | None, *, head: bool

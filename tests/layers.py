@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "cacheclient.errors": 0,
     "cacheclient.model": 0,
     "cacheclient.events": 0,
+    "cacheclient.safefs": 0,
     "cacheclient.metadata": 1,
     "cacheclient.resolution": 1,
     "cacheclient.transport": 2,
@@ -81,7 +82,9 @@ def imports_of(source: str, module: str, *, is_package: bool) -> list[tuple[int,
                 pkg = module.split(".") if is_package else module.split(".")[:-1]
                 pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join([*pkg, base] if base else pkg)
-            if base.startswith("cacheclient"):
+            if base == "cacheclient":  # ``from cacheclient import safefs``: the submodule
+                found += [(node.lineno, f"{base}.{a.name}") for a in node.names]
+            elif base.startswith("cacheclient"):
                 found.append((node.lineno, base))
     return found
 

@@ -22,6 +22,7 @@ Exit codes (documented in README):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 __all__ = [
@@ -37,11 +38,31 @@ __all__ = [
     "UnsafeArchiveError",
     "UsageError",
     "VerificationError",
+    "printable",
+    "redact",
 ]
 
 
 def __dir__() -> list[str]:
     return __all__
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(0x7F, 0xA0)]}
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+
+
+def redact(text: str) -> str:
+    """*text* with the ``user:password@`` part of every URL in it replaced by ``***@``:
+    credentials are never printed or written to a file (give them in ``~/.netrc``)."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def printable(text: str) -> str:
+    """*text* with control characters (terminal escapes, newlines, NUL, C1 codes) shown as
+    ``\\xNN``: text from servers, files and metadata goes through it before a terminal."""
+    return text.translate(_CONTROL)
 
 
 class CacheClientError(Exception):

@@ -30,6 +30,7 @@ from typing import Any
 
 import platformdirs
 
+from cacheclient import safefs
 from cacheclient.errors import ConfigError, UsageError
 from cacheclient.fetch import DEFAULT_MIRROR_BASE
 from cacheclient.model import Libc
@@ -236,7 +237,7 @@ def normalise_mirror(url: str) -> str:
     """Absolute path for a local directory given as a relative path; URLs unchanged."""
     if "://" in url:
         return url.rstrip("/")
-    return str(Path(url).expanduser().absolute())
+    return str(safefs.expand_path(url, "mirror").absolute())
 
 
 def _jobs(value: Any, source: str) -> int:
@@ -286,8 +287,8 @@ def settings_from_args(
     return Settings(
         mirrors=mirrors,
         metadata=metadata,
-        store=Path(store).expanduser() if store else None,
-        root=Path(os.path.abspath(Path(root).expanduser())) if root else None,
+        store=safefs.expand_path(store, "store") if store else None,
+        root=Path(os.path.abspath(safefs.expand_path(root, "--root"))) if root else None,
         mirror_base=str(pick("mirror_base", "CACHECLIENT_MIRROR_BASE", "mirror_base") or "")
         or DEFAULT_MIRROR_BASE,
         jobs=_jobs(jobs_value, jobs_source) if jobs_value is not None else 8,

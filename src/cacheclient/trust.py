@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +41,14 @@ from pathlib import Path
 
 import platformdirs
 
-from cacheclient.errors import MetadataError, StoreError, UsageError, VerificationError
+from cacheclient import safefs
+from cacheclient.errors import (
+    MetadataError,
+    StoreError,
+    UsageError,
+    VerificationError,
+    printable,
+)
 
 __all__ = [
     "KeyInfo",
@@ -153,6 +161,18 @@ def _parse_colons(text: str) -> list[KeyInfo]:
     return keys
 
 
+def _read_key_file(path: Path) -> bytes:
+    """A key file of the trust directory, never through a planted symlink or FIFO."""
+    try:
+        fd = safefs.open_leaf(path)
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read key: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(16 << 20)
+
+
 def _unescape(value: str) -> str:
     return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
@@ -191,7 +211,8 @@ class TrustStore:
         for folder in (self.directory, *self.also_trusted):
             ring = folder / "trusted.gpg"
             with contextlib.suppress(OSError):
-                if ring.is_file() and ring.stat().st_size > 0:
+                info = os.lstat(ring)  # a planted symlink or FIFO is never a keyring
+                if stat.S_ISREG(info.st_mode) and info.st_size > 0:
                     found.append(ring)
         return found
 
@@ -242,7 +263,7 @@ class TrustStore:
         files = sorted(folder.glob("*.gpg"))
         if not files:
             return []
-        data = b"".join(path.read_bytes() for path in files)
+        data = b"".join(_read_key_file(path) for path in files)
         return sorted(
             (info for info, _ in self.inspect_keys(data, str(folder))),
             key=lambda k: k.fingerprint,
@@ -346,7 +367,7 @@ class TrustStore:
 
     def _rebuild_keyring(self) -> None:
         files = sorted(self._keys_dir.glob("*.gpg")) if self._keys_dir.is_dir() else []
-        self._write(self.keyring, b"".join(p.read_bytes() for p in files))
+        self._write(self.keyring, b"".join(_read_key_file(p) for p in files))
 
     # -- verification --------------------------------------------------------------------------
     def verify_clearsigned(self, text: str | bytes, source: str = "") -> tuple[bytes, str]:
@@ -392,7 +413,16 @@ class TrustStore:
             for line in result.stderr.decode("utf-8", "replace").splitlines()
             if line.startswith("[GNUPG:] ")
         ]
-        return result.stdout, self._judge(status, result.returncode, where, source)
+        signer = self._judge(status, result.returncode, where, source)
+        if b"-----BEGIN PGP SIGNED MESSAGE-----" in result.stdout:
+            # What was verified is the outer text: a clear-signed block inside it is not
+            # unwrapped (its own signature was never checked).
+            raise VerificationError(
+                f"{where}: the signed text itself contains a clear-signed block; refusing it "
+                "(only the outer signature was verified)",
+                url=source or None,
+            )
+        return result.stdout, signer
 
     @staticmethod
     def _judge(status: list[list[str]], returncode: int, where: str, source: str) -> str:
@@ -476,7 +506,12 @@ def _key_index(data: bytes, source: str) -> list[str]:
         raise MetadataError(source, "keys", 'expected {"keys": {"<FPR>": {}}}') from None
     if not isinstance(keys, dict):
         raise MetadataError(source, "keys", "expected an object keyed by fingerprint")
-    return [str(k) for k in keys]
+    names = [str(k) for k in keys]
+    for name in names:  # they become paths: never "../", NUL or anything but a fingerprint
+        if not _FPR_RE.match(name.upper()):
+            shown = printable(name)[:80]
+            raise MetadataError(source, "keys", f"{shown!r} is not a key fingerprint")
+    return names
 
 
 def _v3_blob(

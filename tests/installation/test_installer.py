@@ -323,7 +323,9 @@ class TestFailures:
         broken_tar = tmp_path / "broken.tar.gz"
         broken_tar.write_bytes(b"\x1f\x8b\x08\x00garbage")
         zlib = v3_item("4pnfv56zoqkyu4cep6uzu76sb73mlq2w")
-        bad = LocalBuild(record=zlib.record, tarball_path=broken_tar, tarball=zlib.tarball)
+        digest = hashlib.sha256(broken_tar.read_bytes()).hexdigest()
+        ref = BlobRef(media_type=zlib.tarball.media_type, checksum=digest, size=14)
+        bad = LocalBuild(record=zlib.record, tarball_path=broken_tar, tarball=ref)
         root = tmp_path / "root"
         with pytest.raises(UnsafeArchiveError):
             install_fetched([good, bad], root=root)

@@ -248,7 +248,10 @@ seen = 0
 def wrap(real):
     def rename(src, dst, *args, **kw):
         global seen
-        hit = pattern in os.fspath(dst)
+        where = os.fspath(dst)
+        if kw.get("dst_dir_fd") is not None:  # renamed relative to an open directory
+            where = os.readlink(f"/proc/self/fd/{kw['dst_dir_fd']}") + "/" + where
+        hit = pattern in where
         if hit:
             seen += 1
         if hit and seen == nth and when == "before":

@@ -116,6 +116,12 @@ def select_builds(
     :raises NoMatchError: a hash or request matches no build of the store.
     :raises StoreError: a dependency of a selected build is not in the store.
     """
+    bad = store.bad_build_records()
+    if bad:  # a record the store will not use (it names paths outside the mirror layout...)
+        raise StoreError(
+            f"{store.root}: build record .cacheclient/builds/{bad[0]} is unusable (unreadable, "
+            "or naming paths outside the mirror layout); run 'cacheclient verify --repair'"
+        )
     held = {b.hash: b for b in store.builds()}
     roots: dict[str, StoredBuild] = {}
     if everything:

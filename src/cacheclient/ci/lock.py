@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cacheclient.ci.manifest import MirrorEntry, Profile
-from cacheclient.errors import MetadataError
+from cacheclient.errors import MetadataError, redact
+from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.model import BlobRef, BuildRecord, is_valid_hash
 
 __all__ = ["LOCK_VERSION", "Lock", "LockedBuild", "LockedProfile", "LockedSpec"]
@@ -52,7 +53,7 @@ class LockedBuild:
             "platform": self.platform,
             "os": self.os,
             "target": self.target,
-            "mirror": self.mirror,
+            "mirror": redact(self.mirror),  # never user:password@ (use ~/.netrc)
             "manifest": self.manifest,
             "layout": self.layout,
             "signer": self.signer,
@@ -107,7 +108,7 @@ class Lock:
     def to_dict(self) -> dict[str, Any]:
         return {
             "lock_version": LOCK_VERSION,
-            "mirrors": [{"url": m.url, "signed": m.signed} for m in self.mirrors],
+            "mirrors": [{"url": redact(m.url), "signed": m.signed} for m in self.mirrors],
             "profiles": [
                 {
                     "profile": p.profile.to_dict(),
@@ -235,20 +236,46 @@ class _LockReader:
         manifest = self.opt_str(raw, "manifest", f"{path}.manifest")
         if manifest is not None and (manifest.startswith("/") or ".." in manifest.split("/")):
             raise self.fail(f"{path}.manifest", "must be a relative path inside the mirror")
+        name = self.get(raw, "name", f"{path}.name", str)
+        version = self.get(raw, "version", f"{path}.version", str)
+        layout = self.get(raw, "layout", f"{path}.layout", int)
+        if manifest is not None and not _layout_path(manifest, layout, name, version, h):
+            raise self.fail(
+                f"{path}.manifest",
+                f"{manifest!r} is not the layout-{layout} metadata path of {name}/{h}",
+            )
         return LockedBuild(
             hash=h,
-            name=self.get(raw, "name", f"{path}.name", str),
-            version=self.get(raw, "version", f"{path}.version", str),
+            name=name,
+            version=version,
             platform=self.get(raw, "platform", f"{path}.platform", str),
             os=self.get(raw, "os", f"{path}.os", str),
             target=self.get(raw, "target", f"{path}.target", str),
             mirror=self.get(raw, "mirror", f"{path}.mirror", str),
             manifest=manifest,
-            layout=self.get(raw, "layout", f"{path}.layout", int),
+            layout=layout,
             signer=self.opt_str(raw, "signer", f"{path}.signer"),
             blobs=tuple(blobs),
             compiler=self.opt_str(raw, "compiler", f"{path}.compiler"),
         )
+
+
+def _layout_path(manifest: str, layout: int, name: str, version: str, dag_hash: str) -> bool:
+    """Whether *manifest* is where a mirror of *layout* keeps the metadata of this build: the
+    v3 spec manifest path exactly, or a v2 ``build_cache/...-<hash>.spec.json[.sig]``."""
+    if layout == 3:
+        try:
+            return manifest == spec_manifest_path(name, version, dag_hash)
+        except MetadataError:
+            return False
+    if layout == 2:
+        parts = manifest.split("/")
+        return (
+            len(parts) == 2
+            and parts[0] == "build_cache"
+            and parts[1].endswith((f"-{dag_hash}.spec.json", f"-{dag_hash}.spec.json.sig"))
+        )
+    return False
 
 
 def _is_hex(text: str) -> bool:

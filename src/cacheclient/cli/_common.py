@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from cacheclient.errors import CacheClientError, StoreError
+from cacheclient.errors import CacheClientError, StoreError, printable
 
 SCHEMA_VERSION = 1
 """Version of every ``--json`` document's schema (``schemas/<name>.json``); bumped when a
@@ -148,7 +148,7 @@ def finish_json(error: dict[str, Any] | None) -> None:
 
 def warn(message: str) -> None:
     """A non-fatal problem the user should see (e.g. a mirror that was skipped), on stderr."""
-    logging.getLogger("cacheclient").warning("%s", message)
+    logging.getLogger("cacheclient").warning("%s", printable(message))
 
 
 def require_existing_store(root: Any) -> None:

@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from cacheclient import safefs
 from cacheclient.installation import default_root
 from cacheclient.installation.installdb import DB_DIR, InstallDB, read_db
 
@@ -28,7 +29,7 @@ def add_root_option(parser: argparse.ArgumentParser) -> None:
 
 def root_from_args(args: argparse.Namespace) -> Path:
     value = getattr(args, "root", None)
-    root = Path(value).expanduser() if value else default_root()
+    root = safefs.expand_path(value, "--root") if value else default_root()
     return Path(os.path.abspath(root))
 
 

@@ -127,13 +127,9 @@ def collect_garbage(
                 size_now -= size
                 orphans.append(ref.checksum)
         store.write_index()
-    for partial in sorted((store.private_dir / "partial").glob("*.partial")):
-        try:
-            age = now - partial.stat().st_mtime
-        except OSError:
-            continue
-        if older_than is not None and age > older_than and not dry_run:
-            store.discard_partial(partial.stem)
+    for checksum, mtime in store.partials():  # never one a live process is writing
+        if older_than is not None and now - mtime > older_than and not dry_run:
+            store.discard_idle_partial(checksum)
     return {
         "store": str(store.root),
         "size_before": total,

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cacheclient import safefs
 from cacheclient.ci.lock import Lock, LockedProfile
 from cacheclient.ci.warm import check_against_lock
 from cacheclient.cli._common import print_json
@@ -77,7 +78,7 @@ def register(sub: Any) -> None:
 
 def _root(args: argparse.Namespace) -> Path:
     value = getattr(args, "root", None)
-    root = Path(value).expanduser() if value else default_root()
+    root = safefs.expand_path(value, "--root") if value else default_root()
     return Path(os.path.abspath(root))
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from cacheclient._version import __version__
 from cacheclient.cli import _common
@@ -24,7 +25,7 @@ from cacheclient.cli.render import (
     stop_display,
     write_diagnostic,
 )
-from cacheclient.errors import CacheClientError, VerificationError
+from cacheclient.errors import CacheClientError, VerificationError, printable, redact
 
 __all__ = ["build_parser", "install_from_cache", "main"]
 
@@ -190,7 +191,44 @@ def _fingerprint_of(key_id: str, store: str | None) -> str:
     return key_id
 
 
+class _Redacting(io.TextIOBase):
+    """A text stream that never lets ``user:password@`` of a URL through (see
+    :func:`cacheclient.errors.redact`)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self._inner, "encoding", "utf-8"))
+
+
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False) -> int:
+    """Run one command with credentials redacted from everything it prints."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Redacting(out), _Redacting(err)
+    try:
+        return _run_command(parser, argv, program=program)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _run_command(
+    parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False
+) -> int:
     """Run one command; *program*: this is the process's own command line (not a library
     call), so an interrupt may end the process at once."""
     _Parser.json_requested = "--json" in argv
@@ -211,7 +249,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         if debug:
             raise
         hints = _hints(exc, args)
-        write_diagnostic(f"{parser.prog}: error: {exc}")
+        write_diagnostic(f"{parser.prog}: error: {printable(str(exc))}")
         if hints:
             write_diagnostic("  To trust that key, check its fingerprint with its owner, then run:")
             for hint in hints:
@@ -231,6 +269,22 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         return 130
     except BrokenPipeError:
         return 0
+    except RecursionError:
+        stop_display()
+        if debug:
+            raise
+        write_diagnostic(f"{parser.prog}: error: input nested too deeply")
+        code = 2
+    except Exception as exc:  # a bug, still one line (--debug shows the traceback)
+        stop_display()
+        if debug:
+            raise
+        detail = printable(f"{type(exc).__name__}: {exc}")[:300]
+        write_diagnostic(
+            f"{parser.prog}: error: internal error ({detail}); please report it "
+            "(--debug shows the traceback)"
+        )
+        code = 1
     finally:
         stop_display()
         configure_output()  # a later in-process call starts from the defaults

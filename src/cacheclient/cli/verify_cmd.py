@@ -52,6 +52,9 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
         if actual != checksum:
             bad.add(checksum)
             corrupt.append({"digest": checksum, "actual": actual, "path": str(path)})
+    odd = store.odd_blob_entries()
+    for path in odd:
+        corrupt.append({"digest": path.name, "actual": "not a regular file", "path": str(path)})
     broken: list[dict[str, str]] = []
     for build in store.builds():
         problems = []
@@ -70,16 +73,34 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
                     "problem": "; ".join(problems),
                 }
             )
+    for name in store.bad_build_records():
+        broken.append(
+            {
+                "build": f"record {name}",
+                "hash": "",
+                "record": name,
+                "problem": "unusable build record (unreadable, not a file, or naming paths "
+                "outside the store's layout)",
+            }
+        )
     removed: list[str] = []
     kept_in_use: list[str] = []
     if repair:
+        for path in odd:
+            store.remove_odd_entry(path)
         for entry in corrupt:
+            if entry["actual"] == "not a regular file":
+                removed.append(entry["digest"])
+                continue
             if store.remove_blob(entry["digest"]):
                 removed.append(entry["digest"])
             else:
                 kept_in_use.append(entry["digest"])
         for entry in broken:
-            store.remove_build(entry["hash"])
+            if entry.get("record"):
+                store.remove_build_record(entry["record"])  # the record only, nothing it names
+            else:
+                store.remove_build(entry["hash"])
         if corrupt or broken:
             store.write_index()
     return {

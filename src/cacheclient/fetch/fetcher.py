@@ -304,7 +304,10 @@ class Fetcher:
             tarball, spec_ref = manifest.tarball, manifest.spec_blob
             if tarball != build.tarball or spec_ref != build.spec_blob:
                 return None
-            spec = read_specfile(store.blob_path(build.spec_blob.checksum).read_bytes(), where)
+            spec_bytes = store.read_blob(build.spec_blob.checksum)  # hashed as read back
+            if spec_bytes is None:
+                return None
+            spec = read_specfile(spec_bytes, where)
         else:
             spec = read_specfile(payload, where)
             if spec.tarball_sha256 != build.tarball.checksum:

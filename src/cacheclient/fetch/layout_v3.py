@@ -53,10 +53,14 @@ def plan_v3(fetcher: Fetcher, record: BuildRecord, mirror: str) -> PendingBuild:
         missing = "tarball" if tarball is None else "spec"
         raise MetadataError(url, "data", f"no {missing} record in the spec manifest")
     spec_blob = fetcher._ensure_blob(record, "spec", spec_ref, mirror, spec_ref.path)
-    try:
-        spec = read_specfile(spec_blob.path.read_bytes(), join_url(mirror, spec_ref.path))
-    except OSError as exc:
-        raise StoreError(f"{spec_blob.path}: cannot read: {exc.strerror}") from None
+    try:  # hashed as read back; a blob changed in the store is removed: fetch it again
+        spec_bytes = fetcher.store.read_blob(spec_ref.checksum)
+    except VerificationError:
+        spec_blob = fetcher._ensure_blob(record, "spec", spec_ref, mirror, spec_ref.path)
+        spec_bytes = fetcher.store.read_blob(spec_ref.checksum)
+    if spec_bytes is None:
+        raise StoreError(f"{spec_blob.path}: vanished right after download")
+    spec = read_specfile(spec_bytes, join_url(mirror, spec_ref.path))
     fetcher._check_root(spec, record, url, mirror)
     return PendingBuild(
         record=signed_record(record, spec.root),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
+from cacheclient import safefs
 from cacheclient.installation.installer import (
     DEFAULT_PROJECTION,
     ExternalCheck,
@@ -45,5 +46,5 @@ def default_root() -> Path:
     """``CACHECLIENT_ROOT``, else ``<user data dir>/cacheclient/root``."""
     env = os.environ.get("CACHECLIENT_ROOT")
     if env:
-        return Path(env).expanduser()
+        return safefs.expand_path(env, "CACHECLIENT_ROOT")
     return Path(platformdirs.user_data_dir("cacheclient")) / "root"

@@ -10,7 +10,12 @@ destination. Every member is checked *before* anything is written for it:
 * nothing is written *through* a symlink or file extracted earlier, and files are created
   with ``O_EXCL|O_NOFOLLOW`` so no existing path is ever followed or overwritten;
 * hardlinks must point at a regular file extracted earlier from the same archive;
-* the decompressed size is bounded (gzip bombs).
+* the decompressed size is bounded (gzip bombs), and a sparse member counts at its full
+  (expanded) size: sparse members are refused, since writing them would need holes;
+* with *expected_sha256*, the compressed bytes are hashed in the same pass, and the stream
+  is read to its very end (the gzip trailer's CRC-32 and length are checked, trailing bytes
+  are hashed too): a blob that changed since it was fetched is refused before the prefix
+  appears (:class:`TarballMismatch`, exit 4), whatever else was wrong with it.
 
 When the stream ends, the old prefix is located from the shortest
 ``*/.spack/binary_distribution`` member; every member must lie inside it (compared by path
@@ -20,20 +25,24 @@ destination. On any failure the work directory is removed and the destination ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
+import hashlib
 import os
+import queue
 import secrets
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
-from cacheclient.errors import InstallError, StoreError, UnsafeArchiveError
+from cacheclient.errors import InstallError, StoreError, UnsafeArchiveError, VerificationError
 from cacheclient.installation.buildinfo import BuildInfo, parse_buildinfo
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
     "Entry",
     "ExtractLimits",
     "ExtractedPrefix",
+    "TarballMismatch",
     "extract_prefix",
 ]
 
@@ -54,6 +64,8 @@ Kind = Literal["file", "dir", "symlink", "hardlink"]
 _BUILDINFO_TAIL = (".spack", "binary_distribution")
 _MAX_BUILDINFO_SIZE = 4 << 20
 _CHUNK = 1 << 20
+_THREADED_HASH = 8 << 20
+"""Archives larger than this are hashed on a thread of their own while they are extracted."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,6 +106,19 @@ class ExtractedPrefix:
     entries: Mapping[str, Entry] = field(default_factory=dict)
     size: int = 0
     """Total bytes of regular files written."""
+    sha256: str | None = None
+    """sha256 of the whole compressed archive, computed while extracting (None when no
+    *expected_sha256* was given)."""
+    compressed_size: int = 0
+    """Bytes of the archive read (all of them when *sha256* is set)."""
+
+
+class TarballMismatch(VerificationError):
+    """The archive's bytes are not the ones that were verified when it was fetched."""
+
+    def __init__(self, message: str, *, path: str, expected: str, actual: str) -> None:
+        super().__init__(message, expected=expected, actual=actual)
+        self.path = path
 
 
 class _Refused(Exception):
@@ -107,6 +132,74 @@ class _Refused(Exception):
 
 class _Restart(Exception):
     """Internal: the fast path guessed the prefix wrong; extract again the general way."""
+
+
+class _HashingReader:
+    """The raw archive file, hashed as it is read (one pass: hash and extract together).
+
+    For large archives the hashing runs on its own thread, fed through a bounded queue
+    (``hashlib`` releases the GIL), so it overlaps decompression and writing.
+    """
+
+    def __init__(self, handle: BinaryIO, digest: Any, *, threaded: bool) -> None:
+        self._handle = handle
+        self._digest = digest
+        self.count = 0
+        self.mode = "rb"
+        self._buffer = b""
+        self._offset = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        q = self._queue
+        if q is None:  # pragma: no cover - only started with a queue
+            return
+        while (chunk := q.get()) is not None:
+            self._digest.update(chunk)
+
+    def _fill(self) -> bool:
+        block = self._handle.read(_CHUNK)  # large blocks: few, cheap hash updates
+        if not block:
+            return False
+        self.count += len(block)
+        if self._queue is not None:
+            self._queue.put(block)
+        else:
+            self._digest.update(block)
+        self._buffer = block
+        self._offset = 0
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._offset >= len(self._buffer) and not self._fill():
+            return b""
+        end = len(self._buffer) if size < 0 else self._offset + size
+        data = self._buffer[self._offset : end]
+        self._offset += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Hash whatever follows the point where reading stopped."""
+        while self.read(_CHUNK):
+            pass
+
+    def close(self) -> None:
+        """Wait until everything read has been hashed (idempotent)."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._thread = None
+        self._queue = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        result: str = self._digest.hexdigest()
+        return result
 
 
 class _BudgetReader:
@@ -259,6 +352,8 @@ class _Extractor:
         parts = _split_name(name, self.limits)
         if info.mode & (stat.S_ISUID | stat.S_ISGID):
             raise _Refused(name, f"has setuid/setgid bits (mode {info.mode:o})")
+        if info.issparse():
+            raise _Refused(name, "sparse member refused (it would expand beyond its stored size)")
         if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
             what = "device file" if (info.ischr() or info.isblk()) else "FIFO"
             if not (info.ischr() or info.isblk() or info.isfifo()):
@@ -386,14 +481,97 @@ def _make_work_dir(dest: Path) -> Path:
     raise InstallError(f"{dest.parent}: cannot create a unique work directory")  # pragma: no cover
 
 
-def _stream(tarball: Path, budget: int, ext: _Extractor) -> None:
+def _open_archive(tarball: Path) -> BinaryIO:
+    """The archive, opened without following a symlink or blocking on a FIFO planted in its
+    place; anything but a regular file is refused."""
+    try:
+        fd = os.open(tarball, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            kind = "a symlink" if exc.errno == errno.ELOOP else "a FIFO"
+            raise _NotRegular(str(tarball), kind) from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "not a regular file"
+        raise _NotRegular(str(tarball), kind)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+class _NotRegular(Exception):
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(kind)
+        self.path = path
+        self.kind = kind
+
+
+def _stream(raw: _HashingReader | BinaryIO, budget: int, ext: _Extractor) -> None:
     with (
-        open(tarball, "rb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="rb") as gz,
+        gzip.GzipFile(fileobj=raw, mode="rb") as gz,  # type: ignore[arg-type]
         tarfile.open(fileobj=_BudgetReader(gz, budget), mode="r|") as tar,  # type: ignore[call-overload]
     ):
         for info in tar:
             ext.add(tar, info)
+        if isinstance(raw, _HashingReader):
+            # tarfile stops at the end-of-archive blocks: read the rest of the gzip stream so
+            # its CRC-32 and length are checked (BadGzipFile / EOFError otherwise).
+            while gz.read(_CHUNK):
+                pass
+
+
+def _check_digest(
+    reader: _HashingReader, source: str, expected: str | None, *, drain: bool
+) -> str | None:
+    """After a pass: TarballMismatch when the archive's sha256 is not *expected*."""
+    if expected is None:
+        return None
+    if drain:
+        with contextlib.suppress(OSError):
+            reader.drain()
+    actual = reader.hexdigest()
+    if actual != expected:
+        raise TarballMismatch(
+            f"{source}: sha256 is {actual}, expected {expected}: the archive changed after it "
+            "was verified; installation refused",
+            path=source,
+            expected=expected,
+            actual=actual,
+        )
+    return actual
+
+
+def _one_pass(
+    tarball: Path, source: str, budget: int, ext: _Extractor, expected_sha256: str | None
+) -> str | None:
+    """Stream the archive once into *ext*; with *expected_sha256*, hash it in the same pass and
+    return the digest (TarballMismatch when it differs, checked before any other failure)."""
+    try:
+        handle = _open_archive(tarball)
+    except _NotRegular as exc:
+        raise TarballMismatch(
+            f"{source}: is {exc.kind}, not the archive that was verified; installation refused",
+            path=source,
+            expected=expected_sha256 or "",
+            actual=exc.kind,
+        ) from None
+    with handle:
+        if expected_sha256 is None:
+            _stream(handle, budget, ext)
+            return None
+        size = os.fstat(handle.fileno()).st_size
+        reader = _HashingReader(handle, hashlib.sha256(), threaded=size > _THREADED_HASH)
+        try:
+            _stream(reader, budget, ext)
+        except (_Refused, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError):
+            # A tampered blob is a verification failure first, whatever it contains.
+            _check_digest(reader, source, expected_sha256, drain=True)
+            raise
+        except BaseException:
+            reader.close()  # the hashing thread ends with the pass
+            raise
+        return _check_digest(reader, source, expected_sha256, drain=True)
 
 
 def extract_prefix(
@@ -401,14 +579,18 @@ def extract_prefix(
     dest: Path,
     *,
     expected_hash: str | None = None,
+    expected_sha256: str | None = None,
     limits: ExtractLimits = DEFAULT_LIMITS,
 ) -> ExtractedPrefix:
     """Unpack the Spack build archive *tarball* so that its prefix becomes *dest*.
 
     *dest* must not exist; its parent must. With *expected_hash*, the archive's
-    ``binary_distribution`` must map that hash to the archive's own prefix.
+    ``binary_distribution`` must map that hash to the archive's own prefix. With
+    *expected_sha256*, the archive is hashed while it is extracted and read to its end (gzip
+    CRC and length); a different digest raises :class:`TarballMismatch` (exit 4), also when
+    the archive was refused for another reason.
     Raises :class:`UnsafeArchiveError` (naming the member) for anything unsafe or
-    inconsistent, :class:`InstallError` for an unreadable archive; in both cases nothing is
+    inconsistent, :class:`InstallError` for an unreadable archive; in every case nothing is
     left behind.
     """
     source = str(tarball)
@@ -419,12 +601,13 @@ def extract_prefix(
     except OSError as exc:
         raise InstallError(f"{source}: cannot read archive: {exc.strerror}") from None
     budget = max(limits.min_budget, compressed * limits.max_ratio)
+    actual: str | None = None
     for fast in (True, False):
         work = _make_work_dir(dest)
         try:
             ext = _Extractor(work, limits, fast=fast)
             try:
-                _stream(tarball, budget, ext)
+                actual = _one_pass(tarball, source, budget, ext, expected_sha256)
                 prefix, info = ext.finish(source, expected_hash)
             except _Restart:
                 continue
@@ -465,5 +648,11 @@ def extract_prefix(
             target = "/".join(ext.link_targets[parts][n:])
         entries[rel] = Entry(path=rel, kind=kind, target=target, executable=parts in ext.executable)
     return ExtractedPrefix(
-        path=dest, old_prefix="/" + "/".join(prefix), buildinfo=info, entries=entries, size=ext.size
+        path=dest,
+        old_prefix="/" + "/".join(prefix),
+        buildinfo=info,
+        entries=entries,
+        size=ext.size,
+        sha256=actual,
+        compressed_size=compressed,
     )

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cacheclient.errors import StoreError
+from cacheclient import safefs
+from cacheclient.errors import StoreError, redact
 
 __all__ = ["DB_DIR", "InstallDB", "InstallRecord", "locked_db", "read_db"]
 
@@ -32,6 +33,7 @@ DB_DIR = ".cacheclient"
 _DB_FILE = "installed.json"
 _LOCK_FILE = "lock"
 _VERSION = 1
+_DB_LIMIT = 1 << 30
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -49,6 +51,8 @@ class InstallRecord:
     signer: str | None = None
     old_prefix: str | None = None
     dependencies: tuple[str, ...] = ()
+    verified: Mapping[str, Any] = field(default_factory=dict)
+    """What was checked when the prefix was extracted (tarball sha256 and size, how, signer)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,12 +63,14 @@ class InstallRecord:
             "prefix": self.prefix,
             "spec": self.spec,
             "installed_at": self.installed_at,
-            "mirror": self.mirror,
+            "mirror": None if self.mirror is None else redact(self.mirror),
             "tarball_sha256": self.tarball_sha256,
             "signer": self.signer,
             "old_prefix": self.old_prefix,
             "dependencies": list(self.dependencies),
         }
+        if self.verified:
+            out["verified"] = dict(self.verified)
         out.update(self.extra)
         return out
 
@@ -73,8 +79,9 @@ class InstallRecord:
         try:
             known = {
                 "hash", "name", "version", "prefix", "spec", "installed_at", "mirror",
-                "tarball_sha256", "signer", "old_prefix", "dependencies",
+                "tarball_sha256", "signer", "old_prefix", "dependencies", "verified",
             }  # fmt: skip
+            verified = data.get("verified")
             return cls(
                 hash=str(data["hash"]),
                 name=str(data["name"]),
@@ -87,6 +94,7 @@ class InstallRecord:
                 signer=data.get("signer"),
                 old_prefix=data.get("old_prefix"),
                 dependencies=tuple(str(d) for d in data.get("dependencies") or ()),
+                verified=dict(verified) if isinstance(verified, dict) else {},
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -103,26 +111,35 @@ class InstallDB:
         self._dirty = False
 
     def load(self) -> None:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self.records = {}
-            return
+        try:  # never through a planted symlink, never waiting on a FIFO
+            raw = safefs.read_file(self.path, base=self.root, limit=_DB_LIMIT)
+        except StoreError:
+            raise
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        if raw is None:
+            self.records = {}
+            return
         try:
-            doc = json.loads(text)
+            doc = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise StoreError(f"{self.path}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise StoreError(
                 f"{self.path}: not valid JSON: {exc.msg} (line {exc.lineno})"
             ) from None
+        except RecursionError:
+            raise StoreError(f"{self.path}: JSON nested too deeply") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("installs"), dict):
             raise StoreError(f"{self.path}: not a cacheclient install database")
         if doc.get("version") != _VERSION:
             raise StoreError(f"{self.path}: unsupported database version {doc.get('version')!r}")
-        self.records = {
-            h: InstallRecord.from_dict(r, str(self.path)) for h, r in doc["installs"].items()
-        }
+        records: dict[str, InstallRecord] = {}
+        for h, r in doc["installs"].items():
+            if not isinstance(r, dict):
+                raise StoreError(f"{self.path}: malformed install record {h!r}")
+            records[h] = InstallRecord.from_dict(r, str(self.path))
+        self.records = records
 
     def get(self, dag_hash: str) -> InstallRecord | None:
         return self.records.get(dag_hash)
@@ -169,8 +186,10 @@ def locked_db(root: Path) -> Iterator[InstallDB]:
     """
     meta = root / DB_DIR
     try:
-        meta.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(meta / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        root.mkdir(parents=True, exist_ok=True)
+        lock_fd = safefs.open_file(meta / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644, base=root)
+    except StoreError:
+        raise
     except OSError as exc:
         raise StoreError(f"{root}: cannot use as install root: {exc.strerror or exc}") from None
     try:

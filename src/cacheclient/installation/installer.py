@@ -17,7 +17,9 @@ Externals are not installed: their paths are checked on the host and reported.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import itertools
 import os
 import shutil
 import string
@@ -28,9 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
-from cacheclient.errors import StoreError, UsageError
+from cacheclient import safefs
+from cacheclient.errors import StoreError, UsageError, VerificationError
 from cacheclient.events import Reporter
-from cacheclient.installation.extract import DEFAULT_LIMITS, ExtractLimits, extract_prefix
+from cacheclient.installation.extract import (
+    DEFAULT_LIMITS,
+    ExtractLimits,
+    TarballMismatch,
+    extract_prefix,
+)
 from cacheclient.installation.installdb import InstallDB, InstallRecord, locked_db
 from cacheclient.installation.manifest import write_install_manifest
 from cacheclient.installation.relocate import build_prefix_map, find_patchelf, relocate_prefix
@@ -44,6 +52,7 @@ __all__ = [
     "InstallResult",
     "InstalledBuild",
     "LocalBuild",
+    "check_root_paths",
     "format_projection",
     "install_fetched",
     "planned_prefixes",
@@ -168,9 +177,15 @@ class InstallResult:
 def format_projection(projection: str, record: BuildRecord) -> str:
     """The relative install path of *record* under *projection* (validated)."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(projection) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(projection)]
     except ValueError as exc:
         raise UsageError(f"projection {projection!r}: {exc}") from None
+    fields = [f for f, _, _ in parsed if f is not None]
+    if any(spec or conv for f, spec, conv in parsed if f is not None):
+        raise UsageError(
+            f"projection {projection!r}: only plain fields such as {{name}} are allowed "
+            "(no conversions or format specs)"
+        )
     bad = [f for f in fields if f not in _PROJECTION_FIELDS]
     if bad:
         allowed = ", ".join("{" + f + "}" for f in sorted(_PROJECTION_FIELDS))
@@ -233,6 +248,65 @@ def _check_distinct(planned: Mapping[str, Path], db: InstallDB) -> None:
             )
 
 
+def _symlink_out(root: Path, path: Path) -> tuple[Path, str] | None:
+    """The first component of *path* below *root* that is a symlink leading outside the root
+    (with where it leads), or None."""
+    real_root = os.path.realpath(root)
+    here = root
+    for name in path.relative_to(root).parts:
+        here = here / name
+        if not here.is_symlink():
+            if not here.exists():
+                return None
+            continue
+        target = os.path.realpath(here)
+        if not Path(target).is_relative_to(real_root):
+            return here, target
+    return None
+
+
+def check_root_paths(root: Path, planned: Mapping[str, Path], db: InstallDB) -> None:
+    """Refuse to install through anything in the root that leads elsewhere (StoreError, exit 8).
+
+    * every prefix the database records lies inside the root (by components, symlinks
+      resolved) and outside its ``.cacheclient/``; a recorded prefix that is itself a symlink
+      is refused;
+    * no directory on the way to a planned prefix is a symlink leading outside the root;
+    * no prefix lies inside another one.
+    """
+    for dag_hash, rec in sorted(db.records.items()):
+        prefix = Path(os.path.normpath(rec.prefix))
+        what = f"the install database's prefix of {rec.name}/{dag_hash[:7]}"
+        if not prefix.is_absolute() or not prefix.is_relative_to(root) or prefix == root:
+            raise StoreError(
+                f"{db.path}: {what} is {rec.prefix!r}, outside the root {root}; refusing to use "
+                "or change it (fix or remove that record)"
+            )
+        safefs.inside(root, prefix.relative_to(root).as_posix(), what=what)
+        if prefix.is_symlink():
+            raise StoreError(
+                f"{prefix}: {what} is a symlink (to {os.readlink(prefix)}); refusing to follow it"
+            )
+    for prefix in planned.values():
+        escape = _symlink_out(root, prefix)
+        if escape is not None:
+            link, target = escape
+            raise StoreError(
+                f"{link}: is a symlink to {target}, outside the root {root}; refusing to "
+                f"install through it: point --root at the real location instead (e.g. --root "
+                f"{os.path.realpath(root)} after moving the tree there), or remove the link"
+            )
+    everything = sorted(
+        {Path(os.path.normpath(r.prefix)) for r in db.records.values()} | set(planned.values())
+    )
+    for outer, inner in itertools.pairwise(everything):
+        if inner.is_relative_to(outer):
+            raise StoreError(
+                f"{inner}: lies inside the prefix {outer}; nested prefixes are refused "
+                "(use a projection that gives every build its own directory)"
+            )
+
+
 def _remove_stale_work_dirs(parents: set[Path]) -> None:
     """Remove work directories an interrupted run left (we hold the root's lock)."""
     for parent in parents:
@@ -272,6 +346,7 @@ def _install_one(
     new_prefixes: Mapping[str, str],
     limits: ExtractLimits,
     patchelf: str | Callable[[], str | None] | None,
+    discard: Callable[[FetchedLike], None],
 ) -> dict[str, Any]:
     """Extract, relocate and move one build into *final*; returns relocation figures."""
     record = item.record
@@ -282,9 +357,17 @@ def _install_one(
         raise StoreError(f"{final.parent}: cannot create: {exc.strerror or exc}") from None
     try:
         work = staging / "prefix"
-        extracted = extract_prefix(
-            item.tarball_path, work, expected_hash=record.hash, limits=limits
-        )
+        try:
+            extracted = extract_prefix(
+                item.tarball_path,
+                work,
+                expected_hash=record.hash,
+                expected_sha256=item.tarball.checksum,
+                limits=limits,
+            )
+        except TarballMismatch as exc:
+            discard(item)
+            raise _mismatch(item, exc) from None
         new_sbang = str(sbang_path(root))
         mapping = build_prefix_map(
             extracted.buildinfo,
@@ -315,7 +398,48 @@ def _install_one(
         "links": report.links,
         "sbang": report.uses_sbang,
         "patchelf": list(report.patchelf),
+        "sha256": extracted.sha256,
+        "compressed_bytes": extracted.compressed_size,
     }
+
+
+def _store_of(blob: Path) -> str:
+    """The store a blob path ``<store>/blobs/sha256/<c[:2]>/<c>`` belongs to (for messages)."""
+    parts = blob.parts
+    if len(parts) > 4 and parts[-4:-2] == ("blobs", "sha256"):
+        return str(Path(*parts[:-4]))
+    return str(blob.parent)
+
+
+def _mismatch(item: FetchedLike, exc: TarballMismatch) -> VerificationError:
+    rec = item.record
+    return VerificationError(
+        f"{rec.name}@{rec.version}/{rec.short_hash}: tarball blob {item.tarball_path} in the "
+        f"store {_store_of(item.tarball_path)} is not the verified archive (sha256 "
+        f"{exc.actual}, expected {exc.expected}): removed it; run the command again to fetch "
+        "it anew",
+        expected=exc.expected,
+        actual=exc.actual,
+    )
+
+
+def _unlink_blob(item: FetchedLike) -> None:
+    """Remove a tarball blob that failed verification, when it lies in a store's layout
+    (``<store>/blobs/sha256/<c[:2]>/<c>`` beside ``<store>/.cacheclient``; a symlink is removed,
+    not followed). Anything else (a local archive, a mirror directory) is left alone."""
+    path = item.tarball_path
+    parts = path.parts
+    checksum = item.tarball.checksum
+    in_layout = (
+        len(parts) > 4
+        and parts[-4:-2] == ("blobs", "sha256")
+        and parts[-1] == checksum
+        and parts[-2] == checksum[:2]
+        and Path(*parts[:-4], safefs.PRIVATE).is_dir()
+    )
+    if in_layout:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def install_fetched(
@@ -328,10 +452,14 @@ def install_fetched(
     externals: Sequence[BuildRecord] = (),
     limits: ExtractLimits = DEFAULT_LIMITS,
     patchelf: str | Callable[[], str | None] | None = find_patchelf,
+    discard: Callable[[FetchedLike], None] | None = None,
 ) -> InstallResult:
     """Install *items* (post-order: dependencies first) into *root*.
 
     Already installed builds are reused unless *force*; *externals* are checked for presence.
+    Each tarball is hashed again while it is extracted; one that is not the verified archive
+    any more is handed to *discard* (default: its file is removed, so the next run fetches it
+    again) and raises :class:`VerificationError` (exit 4).
     Raises the first :class:`CacheClientError` met; builds installed before it stay installed
     and recorded, the failing one leaves nothing behind.
     """
@@ -343,6 +471,7 @@ def install_fetched(
         records = [item.record for item in items]
         planned = planned_prefixes(records, root=root, projection=projection, db=db, force=force)
         _check_distinct(planned, db)
+        check_root_paths(root, planned, db)
         _remove_stale_work_dirs({p.parent for p in planned.values()})
         new_prefixes = {rec.hash: rec.prefix for rec in db.records.values()}
         new_prefixes.update({h: str(p) for h, p in planned.items()})
@@ -362,6 +491,7 @@ def install_fetched(
                 new_prefixes=new_prefixes,
                 limits=limits,
                 patchelf=patchelf,
+                discard=discard or _unlink_blob,
             )
             if figures["patchelf"]:
                 msg = f"{rec.name}/{rec.short_hash}: run paths grown with patchelf in " + ", ".join(
@@ -382,6 +512,13 @@ def install_fetched(
                     signer=item.signer,
                     old_prefix=str(figures["old_prefix"]),
                     dependencies=tuple(d.hash for d in rec.runtime_dependencies()),
+                    verified={
+                        "tarball_sha256": figures["sha256"],
+                        "tarball_bytes": figures["compressed_bytes"],
+                        "checked": "sha256 and gzip CRC-32/length while extracting",
+                        "signer": item.signer,
+                        "at": _now(),
+                    },
                 )
             )
             try:

@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cacheclient import safefs
 from cacheclient.errors import (
     CacheClientError,
     DownloadError,
     MetadataError,
     StoreError,
     VerificationError,
+    redact,
 )
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
@@ -50,6 +52,7 @@ from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_
 from cacheclient.metadata.manifest import parse_manifest
 from cacheclient.mirrors.open import local_reader, local_root, open_catalog, read_blob
 from cacheclient.store import Store
+from cacheclient.transport.base import INDEX_LIMIT
 
 if TYPE_CHECKING:
     from cacheclient.transport import Transport, TransportOptions
@@ -84,7 +87,7 @@ class IndexState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": redact(self.url),  # never user:password@
             "layout": self.layout,
             "index_hash": self.index_hash,
             "etag": self.etag,
@@ -148,7 +151,7 @@ class _Cache:
             state = IndexState.from_dict(raw)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        if state.url != self.url or (needs_index and not self.index_path.is_file()):
+        if state.url != redact(self.url) or (needs_index and not self.index_path.is_file()):
             return None
         return state
 
@@ -160,8 +163,8 @@ class _Cache:
 
     def read_index(self, checksum: str, source: str) -> bytes:
         """The cached index, checked against *checksum* (it is read back from the store)."""
-        try:
-            data = self.index_path.read_bytes()
+        try:  # never through a planted symlink, never waiting on a FIFO
+            data = safefs.read_file(self.index_path, base=self.store.root)
         except OSError:
             data = None
         if data is None or hashlib.sha256(data).hexdigest() != checksum:
@@ -192,7 +195,7 @@ class _Cache:
         """Best effort: a read-only store still works, it just cannot cache."""
         with contextlib.suppress(StoreError):
             meta = json.dumps(state.to_dict(), indent=1).encode()
-            self.store.write_file(f"{self.relative}/meta.json", meta)
+            self.store.write_file(f"{self.relative}/meta.json", meta, private=True)
 
     def drop_other_parsed(self, checksum: str) -> None:
         """Remove the parsed indexes of indexes that have been replaced (and partial ones left
@@ -298,7 +301,7 @@ def _download_blob(
     except VerificationError as exc:  # a body longer or shorter than the manifest says
         raise mismatch(exc.actual, f"{exc.actual} bytes") from None
     except (StoreError, OSError):
-        body = transport.read(blob_url, retry_not_found=True)
+        body = transport.read(blob_url, retry_not_found=True, limit=size)
         if body is None:
             raise MetadataError(
                 blob_url, "", "index blob listed in the manifest does not exist"
@@ -370,7 +373,7 @@ def _refresh_v2(
     now = time.time()
     previous = old if old is not None and old.layout == 2 else None
     if previous is not None and previous.etag:
-        fetched = transport.get(index_url, etag=previous.etag)
+        fetched = transport.get(index_url, etag=previous.etag, limit=INDEX_LIMIT)
         if fetched is None:
             return None
         if fetched.status == 304:
@@ -394,7 +397,7 @@ def _refresh_v2(
             return IndexState(
                 url=url, layout=2, index_hash=text, etag=None, checked_at=now, size=previous.size
             ), None
-    fetched = transport.get(index_url)
+    fetched = transport.get(index_url, limit=INDEX_LIMIT)
     if fetched is None:
         return None
     digest = hashlib.sha256(fetched.body).hexdigest()

@@ -32,12 +32,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cacheclient import safefs
 from cacheclient.errors import CacheClientError
 from cacheclient.metadata.armor import armor_public_key
 from cacheclient.metadata.indexdoc import IndexedSpec, index_document, indexed_spec
@@ -188,8 +190,8 @@ def spec_of(store: Store, build: StoredBuild) -> IndexedSpec | None:
     does not hash to its name, or describes another build."""
     path = store.blob_path(build.spec_blob.checksum)
     try:
-        raw = path.read_bytes()
-        if hashlib.sha256(raw).hexdigest() != build.spec_blob.checksum:
+        raw = store.read_blob(build.spec_blob.checksum)  # no symlink followed, re-hashed
+        if raw is None or hashlib.sha256(raw).hexdigest() != build.spec_blob.checksum:
             return None
         spec = indexed_spec(raw, str(path))
     except (OSError, CacheClientError):
@@ -210,8 +212,9 @@ class _Writer:
         return BlobRef(media_type=media_type, checksum=digest, size=len(data))
 
     def file(self, relative: str, data: bytes) -> None:
-        if self.store.read_file(relative) != data:
-            self.store.write_file(relative, data)
+        private = relative.startswith(".cacheclient/")  # the v2 blobs manifest
+        if self.store.read_file(relative, private=private) != data:
+            self.store.write_file(relative, data, private=private)
 
     def remove(self, relative: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -332,8 +335,8 @@ _OURS = (b'{"database":', b'{"keys":', b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
 
 
 def _is_publication_blob(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
+    try:  # never through a planted symlink, never waiting on a FIFO
+        with os.fdopen(safefs.open_leaf(path), "rb") as handle:
             head = handle.read(40)
     except OSError:
         return False

@@ -9,15 +9,18 @@ HTTP URL is used, so commands that make no request never import ``requests``).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from cacheclient.errors import DownloadError, UsageError
+from cacheclient.errors import DownloadError, UsageError, printable
 from cacheclient.transport.base import (
     CHUNK_SIZE,
+    INDEX_LIMIT,
+    METADATA_LIMIT,
     USER_AGENT,
     DownloadResult,
     Fetched,
@@ -33,6 +36,8 @@ from cacheclient.transport.file import FileTransport
 
 __all__ = [
     "CHUNK_SIZE",
+    "INDEX_LIMIT",
+    "METADATA_LIMIT",
     "USER_AGENT",
     "DownloadResult",
     "Fetched",
@@ -89,8 +94,10 @@ _entry_points_loaded = False
 
 
 def options_from_env(*, pool_size: int = 8) -> TransportOptions:
-    """Options with timeouts from ``CACHECLIENT_CONNECT_TIMEOUT``/``CACHECLIENT_READ_TIMEOUT``
-    and tries from ``CACHECLIENT_RETRIES`` (seconds / count) when set."""
+    """Options with timeouts from ``CACHECLIENT_CONNECT_TIMEOUT``/``CACHECLIENT_READ_TIMEOUT``,
+    the per-request deadline of metadata from ``CACHECLIENT_DEADLINE`` and tries from
+    ``CACHECLIENT_RETRIES`` (seconds / count) when set; ``nan``, ``inf``, ``1e400`` or a
+    negative value is a usage error."""
 
     def number(name: str, default: float) -> float:
         raw = os.environ.get(name, "").strip()
@@ -99,16 +106,17 @@ def options_from_env(*, pool_size: int = 8) -> TransportOptions:
         try:
             value = float(raw)
         except ValueError:
-            raise UsageError(f"{name}={raw!r}: expected a number") from None
-        if value <= 0:
-            raise UsageError(f"{name}={raw!r}: must be positive")
+            raise UsageError(f"{name}={printable(raw)!r}: expected a number") from None
+        if not math.isfinite(value) or value <= 0 or value > 1e6:
+            raise UsageError(f"{name}={raw!r}: expected a positive number up to 1000000")
         return value
 
     defaults = TransportOptions()
     return TransportOptions(
         connect_timeout=number("CACHECLIENT_CONNECT_TIMEOUT", defaults.connect_timeout),
         read_timeout=number("CACHECLIENT_READ_TIMEOUT", defaults.read_timeout),
-        attempts=int(number("CACHECLIENT_RETRIES", defaults.attempts)),
+        attempts=max(1, min(100, int(number("CACHECLIENT_RETRIES", defaults.attempts)))),
+        deadline=number("CACHECLIENT_DEADLINE", defaults.deadline),
         pool_size=pool_size,
     )
 

@@ -23,15 +23,17 @@ Timeouts and tries come from :class:`TransportOptions` (``CACHECLIENT_CONNECT_TI
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import logging
+import os
 import random
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,11 +41,26 @@ from typing import IO, Any, Protocol
 import tenacity
 
 from cacheclient._version import __version__
-from cacheclient.errors import DownloadError, StoreError, VerificationError
-from cacheclient.transport.sink import PIPELINE_MIN, Sink, hash_prefix, read_meta, write_meta
+from cacheclient.errors import (
+    DownloadError,
+    MetadataError,
+    StoreError,
+    UsageError,
+    VerificationError,
+)
+from cacheclient.transport.sink import (
+    PIPELINE_MIN,
+    Sink,
+    hash_prefix,
+    open_partial,
+    read_meta,
+    write_meta,
+)
 
 __all__ = [
     "CHUNK_SIZE",
+    "INDEX_LIMIT",
+    "METADATA_LIMIT",
     "USER_AGENT",
     "DownloadResult",
     "Fetched",
@@ -53,6 +70,7 @@ __all__ = [
     "TransportOptions",
     "join_url",
     "requests_made",
+    "too_large",
 ]
 
 
@@ -63,6 +81,12 @@ def __dir__() -> list[str]:
 USER_AGENT = f"cacheclient/{__version__}"
 CHUNK_SIZE = 1 << 20
 """Bytes read per chunk while streaming a download."""
+
+METADATA_LIMIT = 16 << 20
+"""Bytes a metadata document may have (index and spec manifests, spec files, key indexes and
+keys, pages) unless the caller gives another bound (the index: its manifest's contentLength)."""
+INDEX_LIMIT = 2 << 30
+"""Bytes a v2 ``index.json`` may have (its size is announced nowhere)."""
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """Called with ``(bytes_done, bytes_total)`` while a download streams."""
@@ -83,6 +107,9 @@ class TransportOptions:
     not_found_delay: float = 0.5
     """Delay before the single retry of a 404 (push race)."""
     pool_size: int = 8
+    deadline: float = 300.0
+    """Seconds one metadata request may take in all (a server trickling bytes cannot hold a
+    run: the read timeout only bounds the gap between two bytes)."""
     user_agent: str = USER_AGENT
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
@@ -254,7 +281,10 @@ def join_url(base: str, relative: str) -> str:
 
 
 def _scheme_of(url: str) -> str:
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. a bad IPv6 literal
+        raise UsageError(f"mirror {url!r}: not a usable URL ({exc})") from None
     return "file" if len(scheme) <= 1 else scheme  # "" or a Windows drive letter
 
 
@@ -283,6 +313,16 @@ class Transport:
         """Open the body at *offset* (the server may ignore it: check ``Stream.offset``)."""
         raise NotImplementedError
 
+    def _get_bounded(
+        self, url: str, etag: str | None, last_modified: str | None, limit: int
+    ) -> Fetched:
+        """:meth:`_get` refusing bodies over *limit* bytes; transports that can stop early
+        (http) override it, the default checks after the fact."""
+        fetched = self._get(url, etag, last_modified)
+        if len(fetched.body) > limit:
+            raise too_large(url, len(fetched.body), limit)
+        return fetched
+
     def close(self) -> None:
         """Release connections (the default does nothing)."""
 
@@ -294,24 +334,31 @@ class Transport:
         etag: str | None = None,
         last_modified: str | None = None,
         retry_not_found: bool = False,
+        limit: int = METADATA_LIMIT,
     ) -> Fetched | None:
-        """GET *url* whole; with *etag*/*last_modified* a 304 comes back as ``status=304``."""
+        """GET *url* whole; with *etag*/*last_modified* a 304 comes back as ``status=304``.
+
+        A body over *limit* bytes is refused (:class:`MetadataError`), as is one that takes
+        longer than the options' ``deadline`` (:class:`DownloadError`).
+        """
         tries, started = 0, time.monotonic()
         try:
             for attempt in _retrying(self.options, retry_not_found=retry_not_found, url=url):
                 with attempt:
                     tries += 1
                     _count_request(url)
-                    return self._get(url, etag, last_modified)
+                    return self._get_bounded(url, etag, last_modified, limit)
         except _NotFound:
             return None
         except _Transient as exc:
             raise _gave_up(url, exc, tries, started) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def read(self, url: str, *, retry_not_found: bool = False) -> bytes | None:
-        """The body of *url*, or ``None`` when it does not exist."""
-        fetched = self.get(url, retry_not_found=retry_not_found)
+    def read(
+        self, url: str, *, retry_not_found: bool = False, limit: int = METADATA_LIMIT
+    ) -> bytes | None:
+        """The body of *url* (at most *limit* bytes), or ``None`` when it does not exist."""
+        fetched = self.get(url, retry_not_found=retry_not_found, limit=limit)
         return None if fetched is None else fetched.body
 
     def download(
@@ -356,7 +403,7 @@ class Transport:
         hasher = hashlib.sha256()
         have = 0
         validator: str | None = None
-        if partial.exists():
+        if os.path.lexists(partial):
             meta = read_meta(meta_path)
             if meta.get("url") == url and isinstance(meta.get("validator"), str):
                 validator = str(meta["validator"])
@@ -380,12 +427,14 @@ class Transport:
                 meta_path.unlink(missing_ok=True)
             resumed_from = have
             total = expected_size if expected_size is not None else stream.total
-            mode = "ab" if have else "wb"
             try:
-                out = open(partial, mode, buffering=0)  # noqa: SIM115 - closed below
+                fd = open_partial(partial, resume=bool(have))
+                out = open(fd, "ab" if have else "wb", buffering=0, closefd=True)  # noqa: SIM115
+            except StoreError:
+                raise
             except OSError as exc:
                 raise StoreError(f"{partial}: cannot write: {exc.strerror or exc}") from None
-            with out:
+            with out, _removing_on_mismatch(partial, meta_path):
                 if have:
                     out.truncate(have)
                     out.seek(have)
@@ -467,3 +516,21 @@ class Transport:
             # No length announced and the connection closed early: resume, as above.
             raise _Transient(f"body ended after {have} of the expected {expected_size} bytes")
         return have
+
+
+@contextlib.contextmanager
+def _removing_on_mismatch(partial: Path, meta_path: Path) -> Iterator[None]:
+    """A download that turned out longer than expected leaves neither file behind."""
+    try:
+        yield
+    except VerificationError:
+        partial.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        raise
+
+
+def too_large(url: str, size: int | str, limit: int) -> MetadataError:
+    """The error for a metadata answer over its size cap."""
+    return MetadataError(
+        url, "", f"answer of {size} bytes exceeds the {limit}-byte cap for this document"
+    )

@@ -6,6 +6,7 @@ import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 from typing import IO
 
 from cacheclient.errors import DownloadError
@@ -55,6 +56,8 @@ class FileTransport(Transport):
             tag = self._validator(stat)
             if etag is not None and etag == tag:
                 return Fetched(status=304, body=b"", etag=tag)
+            if not S_ISREG(stat.st_mode) and not S_ISDIR(stat.st_mode):  # never wait on a FIFO
+                raise DownloadError(f"{url}: not a regular file", url=url)
             body = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise _NotFound(url) from None

@@ -8,13 +8,15 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import time
 import urllib.parse
 
 import requests
 import requests.adapters
 
-from cacheclient.errors import DownloadError
+from cacheclient.errors import DownloadError, printable
 from cacheclient.transport.base import (
+    METADATA_LIMIT,
     Fetched,
     Stream,
     Transport,
@@ -22,6 +24,7 @@ from cacheclient.transport.base import (
     _NotFound,
     _parse_retry_after,
     _Transient,
+    too_large,
 )
 
 __all__ = ["HttpTransport"]
@@ -112,27 +115,65 @@ class HttpTransport(Transport):
         response.close()
         if status in (404, 410):
             raise _NotFound(url)
-        reason = f"HTTP {status} {response.reason or ''}".strip()
+        reason = f"HTTP {status} {printable(response.reason or '')[:200]}".strip()
         if status in _RETRY_STATUS or status >= 500:
             raise _Transient(reason, _parse_retry_after(response.headers.get("Retry-After")))
         raise DownloadError(f"{url}: {reason}", url=url)
 
     def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
-        headers: dict[str, str] = {}
+        return self._get_bounded(url, etag, last_modified, METADATA_LIMIT)
+
+    def _get_bounded(
+        self, url: str, etag: str | None, last_modified: str | None, limit: int
+    ) -> Fetched:
+        """GET a metadata document: at most *limit* bytes, within the options' deadline, and
+        no transparent decompression (``Accept-Encoding: identity``; the raw bytes are read
+        whatever the server claims)."""
+        started = time.monotonic()
+        headers: dict[str, str] = {"Accept-Encoding": "identity"}
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        response = self._request(url, headers, stream=False)
-        new_etag = _strong_etag(response.headers.get("ETag"))
-        modified = response.headers.get("Last-Modified")
-        if response.status_code == 304:
-            return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
+        response = self._request(url, headers, stream=True)
         try:
-            body = response.content
-        except (requests.RequestException, OSError) as exc:
-            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
+            new_etag = _strong_etag(response.headers.get("ETag"))
+            modified = response.headers.get("Last-Modified")
+            if response.status_code == 304:
+                return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
+            if response.status_code != 200:
+                raise DownloadError(
+                    f"{url}: unexpected HTTP {response.status_code} to a plain GET", url=url
+                )
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > limit:
+                raise too_large(url, int(announced), limit)
+            body = self._read_bounded(url, response, limit, started)
+        finally:
+            response.close()
         return Fetched(status=200, body=body, etag=new_etag, last_modified=modified)
+
+    def _read_bounded(
+        self, url: str, response: requests.Response, limit: int, started: float
+    ) -> bytes:
+        deadline = started + self.options.deadline
+        body = bytearray()
+        while True:
+            if time.monotonic() > deadline:
+                raise DownloadError(
+                    f"{url}: no complete answer within {self.options.deadline:g}s (the server "
+                    "is too slow); giving up",
+                    url=url,
+                )
+            try:
+                chunk: bytes = response.raw.read1(1 << 16, decode_content=False)
+            except Exception as exc:  # noqa: BLE001 - urllib3 ProtocolError/ReadTimeoutError
+                raise _Transient(f"transfer interrupted: {_short(exc)}") from None
+            if not chunk:
+                return bytes(body)
+            body += chunk
+            if len(body) > limit:
+                raise too_large(url, f"more than {limit}", limit)
 
     def _open(self, url: str, offset: int, if_range: str | None) -> Stream:
         headers = {"Accept-Encoding": "identity"}
@@ -154,8 +195,14 @@ class HttpTransport(Transport):
                     f"{url}: bad Content-Range {content_range!r}", url=url
                 ) from None
             if start != offset:
-                # Not what we asked for: start again without a range.
                 response.close()
+                if not offset or "Range" not in headers:  # a 206 nobody asked for: never loop
+                    raise DownloadError(
+                        f"{url}: answered 206 from byte {start} to a request "
+                        + (f"for byte {offset}" if "Range" in headers else "without a Range"),
+                        url=url,
+                    )
+                # Not what we asked for: start again without a range (once).
                 return self._open(url, 0, None)
         elif response.status_code == 304:
             response.close()
@@ -205,5 +252,5 @@ def _connection_failure(url: str, exc: BaseException, options: TransportOptions)
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    text = printable(str(exc))
     return text if len(text) < 200 else text[:197] + "..."

@@ -16,12 +16,21 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from cacheclient import safefs
 from cacheclient.errors import StoreError
 
 CHUNK_SIZE = 1 << 20
 """Bytes read at a time when hashing an existing partial file."""
 
-__all__ = ["FLUSH_EVERY", "PIPELINE_MIN", "Sink", "hash_prefix", "read_meta", "write_meta"]
+__all__ = [
+    "FLUSH_EVERY",
+    "PIPELINE_MIN",
+    "Sink",
+    "hash_prefix",
+    "open_partial",
+    "read_meta",
+    "write_meta",
+]
 
 
 def __dir__() -> list[str]:
@@ -129,30 +138,72 @@ class Sink:
         self._raise()
 
 
+_META_LIMIT = 64 << 10
+
+
 def read_meta(path: Path) -> dict[str, Any]:
+    """The sidecar of a partial download ({} when missing or unreadable). It is opened without
+    following a symlink or waiting on a FIFO: a planted one is refused (StoreError)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = safefs.open_leaf(path)
+    except StoreError:
+        raise
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            data = json.loads(handle.read(_META_LIMIT))
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def write_meta(path: Path, data: dict[str, Any]) -> None:
+    """Replace the sidecar atomically: a new file (never an existing name, which might be a
+    planted link) renamed over it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     with contextlib.suppress(OSError):
-        path.write_text(json.dumps(data), encoding="utf-8")
+        fd = os.open(tmp, flags, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(json.dumps(data).encode())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def open_partial(partial: Path, *, resume: bool) -> int:
+    """The partial file for writing: the existing one to continue (*resume*: a regular file
+    with no other hard link, else refused), or a fresh one (whatever was there is unlinked,
+    never truncated or followed)."""
+    if resume:
+        return safefs.open_leaf(partial, os.O_WRONLY, single_link=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(partial, flags, 0o644)
 
 
 def hash_prefix(partial: Path, hasher: Any, expected_size: int | None) -> int:
-    """Feed the existing partial file to *hasher* once; 0 (start again) if it is too long."""
+    """Feed the existing partial file to *hasher* once; 0 (start again) if it is too long.
+    A symlink, FIFO or device in its place is refused (StoreError), never followed or read."""
     try:
-        size = partial.stat().st_size
-        if expected_size is not None and size > expected_size:
-            return 0
-        with open(partial, "rb") as handle:
-            while chunk := handle.read(CHUNK_SIZE):
-                hasher.update(chunk)
+        fd = safefs.open_leaf(partial)
+    except StoreError:
+        raise
     except OSError:
         return 0
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if expected_size is not None and size > expected_size:
+                return 0
+            while chunk := handle.read(CHUNK_SIZE):
+                hasher.update(chunk)
+        except OSError:
+            return 0
     return size
 
 
