@@ -16,7 +16,18 @@ __all__ = ["build_parser", "install_from_cache", "main"]
 
 # One module per command; each defines ``register(subparsers)`` which adds a parser whose
 # default ``func`` takes the parsed namespace and returns an exit code.
-COMMANDS = ("host", "inspect", "resolve", "fetch", "keys", "verify", "gc", "install", "warm")
+COMMANDS = (
+    "host",
+    "inspect",
+    "resolve",
+    "fetch",
+    "keys",
+    "verify",
+    "gc",
+    "install",
+    "warm",
+    "push",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ from cacheclient.errors import (
     VerificationError,
 )
 from cacheclient.events import Reporter
+from cacheclient.fetch.oci_source import OCI_LAYOUT, is_oci_url, oci_from_store, plan_oci
 from cacheclient.fetch.results import FetchedBlob, FetchedBuild, FetchResult
 from cacheclient.metadata.clearsign import is_clearsigned, split_clearsigned
 from cacheclient.metadata.layout import (
@@ -187,6 +188,8 @@ class _Fetcher:
             known = self.health.layouts.get(mirror)
         if known is not None:
             return known
+        if is_oci_url(mirror):  # a registry: no layout to probe (fetch/oci_source.py)
+            return (OCI_LAYOUT,)
         transport = self._transport(mirror)
         has_v3 = transport.get(join_url(mirror, INDEX_V3)) is not None
         has_v2 = transport.get(join_url(mirror, INDEX_V2_HASH)) is not None
@@ -330,6 +333,8 @@ class _Fetcher:
             return None
         if not (store.pin(build.tarball.checksum) and store.pin(build.spec_blob.checksum)):
             return None
+        if build.layout == OCI_LAYOUT:
+            return oci_from_store(self, record, build)
         raw = store.read_file(build.metadata_path)
         if raw is None:
             return None
@@ -466,6 +471,8 @@ class _Fetcher:
             try:
                 if layout == 3:
                     return self._plan_v3(record, mirror)
+                if layout == OCI_LAYOUT:
+                    return plan_oci(self, record, mirror)
                 return self._plan_v2(record, mirror)
             except _NotHere:
                 continue
@@ -628,7 +635,7 @@ class _Fetcher:
             signer=plan.signer,
             already_present=plan.spec_blob.already_present and tar_blob.already_present,
             layout=plan.layout,
-            blobs=(plan.spec_blob, tar_blob),
+            blobs=(*plan.extra_blobs, plan.spec_blob, tar_blob),
         )
 
 
@@ -649,6 +656,8 @@ class _Plan:
     tarball: BlobRef
     """The tarball's record (``size`` is -1 for v2, whose spec files do not give it)."""
     tarball_rel: str
+    extra_blobs: tuple[FetchedBlob, ...] = ()
+    """More blobs the build's metadata pins (an OCI image manifest)."""
 
 
 def _run_all(

@@ -39,6 +39,7 @@ from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
 from cacheclient.metadata.manifest import parse_manifest
+from cacheclient.mirrors.oci_index import OCI_INDEX_PATH, OCI_LAYOUT, is_oci_url, read_oci_index
 from cacheclient.mirrors.open import open_catalog
 from cacheclient.store import Store
 from cacheclient.transport import Transport, TransportOptions, join_url, transport_for
@@ -317,12 +318,35 @@ def open_mirror(
         return _refresh(url, cache, old, options)
 
 
+def _refresh_oci(
+    transport: Transport, url: str, old: IndexState | None
+) -> tuple[IndexState, bytes | None]:
+    """A registry's ``index.spack`` (:mod:`cacheclient.mirrors.oci_index`)."""
+    prior = old if old is not None and old.layout == OCI_LAYOUT else None
+    found = read_oci_index(
+        transport,
+        url,
+        old_hash=prior.index_hash if prior else None,
+        old_etag=prior.etag if prior else None,
+    )
+    state = IndexState(
+        url=url,
+        layout=OCI_LAYOUT,
+        index_hash=found.index_hash,
+        etag=found.etag,
+        checked_at=time.time(),
+    )
+    return state, found.data
+
+
 def _refresh(
     url: str, cache: _Cache, old: IndexState | None, options: TransportOptions | None
 ) -> Catalog:
     transport = transport_for(url, options)
     # The layout seen last time is asked first, so an unchanged v2 index costs one request.
-    if old is not None and old.layout == 2:
+    if is_oci_url(url):
+        result: tuple[IndexState, bytes | None] | None = _refresh_oci(transport, url, old)
+    elif old is not None and old.layout == 2:
         result = _refresh_v2(transport, url, old) or _refresh_v3(transport, url, old)
     else:
         result = _refresh_v3(transport, url, old) or _refresh_v2(transport, url, old)
@@ -335,12 +359,17 @@ def _refresh(
     if data is None:
         data = cache.index_bytes()
     if data is None:  # the cached copy vanished underneath us: fetch it again
-        again = _refresh_v3(transport, url, None) or _refresh_v2(transport, url, None)
+        again = (
+            _refresh_oci(transport, url, None)
+            if is_oci_url(url)
+            else _refresh_v3(transport, url, None) or _refresh_v2(transport, url, None)
+        )
         if again is None or again[1] is None:
             raise DownloadError(f"{url}: the index disappeared while reading it", url=url)
         state, data = again[0], again[1]
         changed = True
-    source = join_url(url, INDEX_V3 if state.layout == 3 else INDEX_V2)
+    layout_index = {3: INDEX_V3, OCI_LAYOUT: OCI_INDEX_PATH}
+    source = join_url(url, layout_index.get(state.layout, INDEX_V2))
     catalog = _catalog(url, cache, state, data, source)
     if catalog is None:  # pragma: no cover - data is given, so a catalog is always built
         raise DownloadError(f"{url}: the index could not be read", url=url)
