@@ -441,9 +441,12 @@ class CutProxy:
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = proxy.upstream
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                finally:
+                    conn.close()
                 cut = (
                     proxy.cut_path is not None
                     and self.command == "GET"
@@ -465,7 +468,6 @@ class CutProxy:
                     return
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                conn.close()
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _forward
 

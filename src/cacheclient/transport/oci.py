@@ -187,9 +187,6 @@ class _Registry:
         self.session = session
         self.options = options
         self.tokens = TokenCache()
-        self._lock = threading.Lock()
-        self._credentials: Credentials | None = None
-        self._looked_up = False
         self._basic = False
         """The registry asked for Basic auth once: send it up front from then on."""
         self._scopes: dict[str, tuple[str, str, str]] = {}
@@ -197,11 +194,9 @@ class _Registry:
 
     @property
     def credentials(self) -> Credentials | None:
-        with self._lock:
-            if not self._looked_up:
-                self._credentials = find_credentials(self.host)
-                self._looked_up = True
-            return self._credentials
+        """Looked up afresh each time a challenge is answered (the environment may change
+        between commands of one process); never stored beyond this object."""
+        return find_credentials(self.host)
 
     def _auth_header(self, scope: str) -> str | None:
         key = self._scopes.get(scope)
@@ -209,9 +204,8 @@ class _Registry:
             token = self.tokens.get(key)
             if token is not None:
                 return f"Bearer {token}"
-        if self._basic and self.credentials is not None:
-            return self.credentials.basic_header()
-        return None
+        creds = self.credentials if self._basic else None
+        return creds.basic_header() if creds is not None else None
 
     def _timeout(self) -> tuple[float, float]:
         return (self.options.connect_timeout, self.options.read_timeout)
