@@ -211,6 +211,11 @@ class TokenServer:
         self._thread.start()
 
     @property
+    def requests(self) -> list[dict[str, str]]:
+        """Every token request so far: user (empty when anonymous), scope, service."""
+        return list(self.state.requests)
+
+    @property
     def realm(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 

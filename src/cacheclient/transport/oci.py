@@ -176,6 +176,26 @@ def check_reference(reference: str) -> str:
 # One registry host: a session and its authentication.
 
 
+class _AuthState:
+    """What a process learnt about one registry's authentication, shared by every transport
+    instance (commands may use several, with different options): its tokens, the token key
+    used per scope, and whether it wants Basic auth. Only in memory, never written."""
+
+    def __init__(self) -> None:
+        self.tokens = TokenCache()
+        self.basic = False
+        self.scopes: dict[str, tuple[str, str, str]] = {}
+
+
+_auth_states: dict[tuple[str, str], _AuthState] = {}
+_auth_lock = threading.Lock()
+
+
+def _auth_state(scheme: str, host: str) -> _AuthState:
+    with _auth_lock:
+        return _auth_states.setdefault((scheme, host), _AuthState())
+
+
 class _Registry:
     """Requests to one ``scheme://host``, authenticated as its challenges ask."""
 
@@ -186,11 +206,8 @@ class _Registry:
         self.host = host
         self.session = session
         self.options = options
-        self.tokens = TokenCache()
-        self._basic = False
-        """The registry asked for Basic auth once: send it up front from then on."""
-        self._scopes: dict[str, tuple[str, str, str]] = {}
-        """Token cache key last used per requested scope."""
+        self.auth = _auth_state(scheme, host)
+        self.tokens = self.auth.tokens
 
     @property
     def credentials(self) -> Credentials | None:
@@ -199,12 +216,12 @@ class _Registry:
         return find_credentials(self.host)
 
     def _auth_header(self, scope: str) -> str | None:
-        key = self._scopes.get(scope)
+        key = self.auth.scopes.get(scope)
         if key is not None:
             token = self.tokens.get(key)
             if token is not None:
                 return f"Bearer {token}"
-        creds = self.credentials if self._basic else None
+        creds = self.credentials if self.auth.basic else None
         return creds.basic_header() if creds is not None else None
 
     def _timeout(self) -> tuple[float, float]:
@@ -273,7 +290,7 @@ class _Registry:
         if challenge.scheme == "basic":
             if creds is None:
                 raise self._denied(url, 401, None)
-            self._basic = True
+            self.auth.basic = True
             return creds.basic_header()
         realm = challenge.realm
         if not realm:
@@ -285,7 +302,7 @@ class _Registry:
         if token is None:
             token, lifetime = self._fetch_token(realm, service, wanted, creds, url)
             self.tokens.put(key, token, lifetime)
-        self._scopes[scope] = key
+        self.auth.scopes[scope] = key
         return f"Bearer {token}"
 
     def _fetch_token(
