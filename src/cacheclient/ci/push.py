@@ -73,7 +73,9 @@ def _closure(store: Store, roots: Sequence[str]) -> list[str]:
         if spec is not None:
             for dep in spec.root.runtime_dependencies():
                 node = spec.nodes.get(dep.hash)
-                if node is not None and not node.is_external:
+                # A dependency the store lacks is not pushed on its own: preparing the build
+                # that needs it then says which one is missing.
+                if node is not None and not node.is_external and store.load_build(dep.hash):
                     visit(dep.hash)
         order.append(dag_hash)
 
