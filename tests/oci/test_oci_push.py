@@ -106,7 +106,7 @@ class TestRegistry:
             for leaf in leaves
         ]
         for proc in procs:
-            out, err = proc.communicate(timeout=120)
+            _out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode()
         assert main(["resolve", "/ybmvd3u", "--mirror", url, *HOST, "--store", str(tmp_path)]) == 0
         from cacheclient.mirrors.oci_index import open_oci_catalog

@@ -20,6 +20,7 @@ from cacheclient.errors import MetadataError, UsageError
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.layout import detect_layouts, v2_specfile_paths
 from cacheclient.metadata.manifest import decode_text
+from cacheclient.metadata.oci_image import OCI_LAYOUT
 from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord
@@ -105,14 +106,19 @@ def inspect_source(source: str, *, check_files: bool = False) -> dict[str, Any]:
         read: Reader | None = None
     else:
         kind = "mirror"
-        if source.startswith(("oci://", "oci+http://", "s3://", "gs://")):
+        if source.startswith(("s3://", "gs://")):
             scheme = source.split(":", 1)[0]
             raise UsageError(f"{source}: {scheme}:// mirrors are not supported (use http(s)://)")
-        if not _is_url(source) and not Path(source).is_dir():
-            raise UsageError(f"{source}: no such directory, file or URL")
-        read = _reader(source)
-        layouts = list(detect_layouts(read, source))
-        catalog = open_catalog(source, read)
+        if source.startswith(("oci://", "oci+http://")):  # a registry (mirrors/oci_index.py)
+            from cacheclient.mirrors.oci_index import open_oci_catalog  # noqa: PLC0415
+
+            read, layouts, catalog = None, [OCI_LAYOUT], open_oci_catalog(source)
+        else:
+            if not _is_url(source) and not Path(source).is_dir():
+                raise UsageError(f"{source}: no such directory, file or URL")
+            read = _reader(source)
+            layouts = list(detect_layouts(read, source))
+            catalog = open_catalog(source, read)
     records = _record_rows(catalog, problems)
     known = set(catalog.hashes())
     for record in records:
@@ -173,7 +179,7 @@ def inspect_source(source: str, *, check_files: bool = False) -> dict[str, Any]:
 
 def _print_text(report: dict[str, Any]) -> None:
     out = sys.stdout
-    layout = ", ".join(f"v{v}" for v in report["layouts"]) or "-"
+    layout = ", ".join("oci" if v == OCI_LAYOUT else f"v{v}" for v in report["layouts"]) or "-"
     out.write(f"{report['kind']}: {report['source']}\n")
     if report["kind"] == "mirror":
         out.write(f"layout: {layout}\n")

@@ -162,7 +162,8 @@ def _split(url: str) -> tuple[OciRef, str, str]:
         head, sep, tail = url.rpartition(kind)
         if sep and tail and "/" not in tail.strip("/"):
             return parse_oci_url(head), kind.strip("/"), tail
-    raise DownloadError(f"{url}: not a registry manifest, blob or tag-list URL", url=url)
+    # Anything else (a v3 key manifest, a v2 index...) does not exist in a registry.
+    raise _NotFound(url)
 
 
 def check_reference(reference: str) -> str:
