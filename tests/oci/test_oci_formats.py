@@ -95,7 +95,7 @@ class TestImages:
                 "config": {"mediaType": "x", "digest": digest, "size": 2},
                 "layers": [{"mediaType": "y", "digest": digest, "size": 3}]}  # fmt: skip
         assert parse_image_manifest(json.dumps(good).encode(), "m").layers[0].size == 3
-        bad_cases = [
+        bad_cases: list[bytes | str] = [
             b"not json",
             b"[]",
             json.dumps({**good, "layers": []}).encode(),
