@@ -123,6 +123,7 @@ def push(
     update_index: bool = True,
     mount_from: str | None = None,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 8,
 ) -> dict[str, Any]:
     """Push the builds *hashes* from *store* to *destination*; a report as a dict.
 
@@ -147,6 +148,7 @@ def push(
             update_index=update_index,
             mount_from=mount_from,
             progress=progress,
+            jobs=jobs,
         )
         return report.to_dict()
     from cacheclient.mirrors.dir_push import push_to_directory  # noqa: PLC0415

@@ -40,6 +40,7 @@ def register(sub: Any) -> None:
         metavar="REPO",
         help="another repository of the same registry to mount blobs from instead of uploading",
     )
+    parser.add_argument("--jobs", "-j", type=int, default=8, help="builds pushed in parallel")
     add_store_option(parser)
     add_output_options(parser)
     parser.set_defaults(func=run)
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             update_index=not args.no_index,
             mount_from=args.mount_from,
             progress=progress,
+            jobs=args.jobs,
         )
     if args.json:
         print_json(report)

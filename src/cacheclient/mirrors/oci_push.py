@@ -19,12 +19,15 @@ runners never lose each other's builds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import archspec.cpu
@@ -148,6 +151,23 @@ class _Pusher:
         self.mount_from = mount_from
         self.progress = progress or (lambda _message: None)
         self._diff_ids: dict[str, str] = {}
+        self._blob_locks: dict[str, threading.Lock] = {}
+        self._pushed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _push_once(self, digest: str, size: int, source: Path | bytes) -> bool:
+        """Make sure the repository has *digest*; True when this call uploaded it. Parallel
+        builds sharing a layer wait for the one thread that pushes it."""
+        with self._lock:
+            blob_lock = self._blob_locks.setdefault(digest, threading.Lock())
+        with blob_lock:
+            if digest in self._pushed:
+                return False
+            result = self.transport.push_blob(
+                self.ref, digest, size, source, mount_from=self.mount_from
+            )
+            self._pushed.add(digest)
+            return result.uploaded
 
     def diff_id(self, blob: BlobRef) -> str:
         found = self._diff_ids.get(blob.checksum)
@@ -160,14 +180,8 @@ class _Pusher:
         uploaded = skipped = sent = 0
         layers = [blob for _node, blob in prepared.layers]
         for blob in layers:
-            result = self.transport.push_blob(
-                self.ref,
-                f"sha256:{blob.checksum}",
-                blob.size,
-                self.store.blob_path(blob.checksum),
-                mount_from=self.mount_from,
-            )
-            if result.uploaded:
+            path = self.store.blob_path(blob.checksum)
+            if self._push_once(f"sha256:{blob.checksum}", blob.size, path):
                 uploaded += 1
                 sent += blob.size
             else:
@@ -181,11 +195,11 @@ class _Pusher:
         config_ref = BlobRef(
             media_type=OCI_CONFIG, checksum=hashlib.sha256(config).hexdigest(), size=len(config)
         )
-        result = self.transport.push_blob(
-            self.ref, f"sha256:{config_ref.checksum}", config_ref.size, config
-        )
-        uploaded, skipped = uploaded + result.uploaded, skipped + (not result.uploaded)
-        sent += config_ref.size if result.uploaded else 0
+        if self._push_once(f"sha256:{config_ref.checksum}", config_ref.size, config):
+            uploaded += 1
+            sent += config_ref.size
+        else:
+            skipped += 1
         layer_refs = [
             BlobRef(media_type=OCI_LAYER, checksum=b.checksum, size=b.size, compression="gzip")
             for b in layers
@@ -321,12 +335,15 @@ def push_to_registry(
     update_index: bool = True,
     mount_from: str | None = None,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 8,
 ) -> PushReport:
     """Push *builds* to the repository *ref*, then merge them into its ``index.spack``."""
     pusher = _Pusher(transport, ref, store, mount_from=mount_from, progress=progress)
     report = PushReport(destination=ref.url)
-    for prepared in builds:
-        report.builds.append(pusher.push_build(prepared))
+    # Builds go up in parallel; a layer two of them share may be uploaded twice at worst (the
+    # registry keeps one copy). Each build's tag is written only after its own blobs.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        report.builds.extend(pool.map(pusher.push_build, builds))
     if update_index:
         pusher.update_index(builds, report)
     return report
