@@ -412,8 +412,9 @@ class CutProxy:
 
     With ``cut_path`` set, the first GET of that path gets its headers (full Content-Length)
     and ``cut_after`` bytes of body, then the proxy stops listening at once: to the client the
-    registry went away mid-blob. Every request's ``Range`` header is recorded in ``ranges``.
-    Start a new proxy on the same ``port`` to bring the "registry" back.
+    registry went away mid-blob. With ``stop_after_puts``, it stops right after answering that
+    many PUTs (a registry lost in the middle of a push). Every request's ``Range`` header is
+    recorded in ``ranges``. Start a new proxy on the same ``port`` to bring the "registry" back.
     """
 
     def __init__(
@@ -423,6 +424,7 @@ class CutProxy:
         port: int | None = None,
         cut_path: str | None = None,
         cut_after: int = 0,
+        stop_after_puts: int | None = None,
     ) -> None:
         import http.client
 
@@ -430,6 +432,8 @@ class CutProxy:
         self.port = port or free_port()
         self.cut_path = cut_path
         self.cut_after = cut_after
+        self.stop_after_puts = stop_after_puts
+        self.puts = 0
         self.ranges: list[tuple[str, str]] = []
         proxy = self
 
@@ -473,6 +477,11 @@ class CutProxy:
                     return
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                if self.command == "PUT":
+                    proxy.puts += 1
+                    if proxy.stop_after_puts is not None and proxy.puts >= proxy.stop_after_puts:
+                        self.close_connection = True
+                        threading.Thread(target=proxy.stop, daemon=True).start()
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = _forward
 
