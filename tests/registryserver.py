@@ -425,6 +425,7 @@ class CutProxy:
         cut_path: str | None = None,
         cut_after: int = 0,
         stop_after_puts: int | None = None,
+        page_size: int | None = None,
     ) -> None:
         import http.client
 
@@ -433,6 +434,7 @@ class CutProxy:
         self.cut_path = cut_path
         self.cut_after = cut_after
         self.stop_after_puts = stop_after_puts
+        self.page_size = page_size
         self.puts = 0
         self.ranges: list[tuple[str, str]] = []
         proxy = self
@@ -443,8 +445,40 @@ class CutProxy:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet."""
 
+            def _paginate(self) -> bool:
+                """Serve ``tags/list`` in pages of ``page_size`` with ``Link`` headers, as
+                ghcr.io and other registries do (docker-registry 2.8 does not)."""
+                parts = urllib.parse.urlsplit(self.path)
+                if proxy.page_size is None or not parts.path.endswith("/tags/list"):
+                    return False
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                try:
+                    conn.request("GET", parts.path, headers={"Host": proxy.upstream})
+                    response = conn.getresponse()
+                    everything = json.loads(response.read())
+                finally:
+                    conn.close()
+                query = dict(urllib.parse.parse_qsl(parts.query))
+                tags = sorted(everything.get("tags") or [])
+                if "last" in query:
+                    tags = [tag for tag in tags if tag > query["last"]]
+                size = min(proxy.page_size, int(query.get("n", proxy.page_size)))
+                page, rest = tags[:size], tags[size:]
+                body = json.dumps({"name": everything.get("name"), "tags": page}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if rest:
+                    nxt = urllib.parse.urlencode({"n": size, "last": page[-1]})
+                    self.send_header("Link", f'<{parts.path}?{nxt}>; rel="next"')
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+
             def _forward(self) -> None:
                 proxy.ranges.append((self.path, self.headers.get("Range", "")))
+                if self.command == "GET" and self._paginate():
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)

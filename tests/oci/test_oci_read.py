@@ -128,6 +128,16 @@ class TestSpackCache:
         out = json.loads(capsys.readouterr().out)
         assert "vwaicymp67emhvtu53ght22dv5pm6y2b" in json.dumps(out)
 
+        pages = CutProxy(server.host, page_size=5)  # a registry that paginates tags/list
+        try:
+            paged = f"oci+http://{pages.host}/demo/buildcache"
+            catalog = open_mirror(paged, store=Store(tmp_path / "c"))
+        finally:
+            pages.stop()
+        assert sorted(catalog.hashes()) == sorted(IMAGES)
+        listed = [path for path, _range in pages.ranges if "/tags/list" in path]
+        assert len(listed) == 4  # 18 tags in pages of 5
+
 
 class TestDigests:
     @pytest.mark.parametrize("part", ["manifest", "config", "layer"])
