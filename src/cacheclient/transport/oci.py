@@ -27,7 +27,6 @@ import hashlib
 import re
 import threading
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,19 +42,10 @@ from cacheclient.transport.base import (
     TransportOptions,
     _count_request,
     _NotFound,
-    _parse_retry_after,
     _retrying,
     _Transient,
 )
-from cacheclient.transport.oci_auth import (
-    ENV_PASSWORD,
-    ENV_USERNAME,
-    Challenge,
-    Credentials,
-    TokenCache,
-    find_credentials,
-    parse_challenge,
-)
+from cacheclient.transport.oci_auth import ENV_PASSWORD, ENV_USERNAME, RegistrySession, short
 
 __all__ = [
     "DOCKER_MANIFEST",
@@ -177,208 +167,6 @@ def check_reference(reference: str) -> str:
 # One registry host: a session and its authentication.
 
 
-class _AuthState:
-    """What a process learnt about one registry's authentication, shared by every transport
-    instance (commands may use several, with different options): its tokens, the token key
-    used per scope, and whether it wants Basic auth. Only in memory, never written."""
-
-    def __init__(self) -> None:
-        self.tokens = TokenCache()
-        self.basic = False
-        self.scopes: dict[str, tuple[str, str, str]] = {}
-
-
-_auth_states: dict[tuple[str, str], _AuthState] = {}
-_auth_lock = threading.Lock()
-
-
-def _auth_state(scheme: str, host: str) -> _AuthState:
-    with _auth_lock:
-        return _auth_states.setdefault((scheme, host), _AuthState())
-
-
-class _Registry:
-    """Requests to one ``scheme://host``, authenticated as its challenges ask."""
-
-    def __init__(
-        self, scheme: str, host: str, session: requests.Session, options: TransportOptions
-    ) -> None:
-        self.scheme = scheme
-        self.host = host
-        self.session = session
-        self.options = options
-        self.auth = _auth_state(scheme, host)
-        self.tokens = self.auth.tokens
-
-    @property
-    def credentials(self) -> Credentials | None:
-        """Looked up afresh each time a challenge is answered (the environment may change
-        between commands of one process); never stored beyond this object."""
-        return find_credentials(self.host)
-
-    def _auth_header(self, scope: str) -> str | None:
-        key = self.auth.scopes.get(scope)
-        if key is not None:
-            token = self.tokens.get(key)
-            if token is not None:
-                return f"Bearer {token}"
-        creds = self.credentials if self.auth.basic else None
-        return creds.basic_header() if creds is not None else None
-
-    def _timeout(self) -> tuple[float, float]:
-        return (self.options.connect_timeout, self.options.read_timeout)
-
-    def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        scope: str,
-        headers: Mapping[str, str] | None = None,
-        data: Any = None,
-        stream: bool = False,
-    ) -> requests.Response:
-        """Send one request, answering an auth challenge once. Connection errors and 5xx/429
-        raise ``_Transient``; every other status is returned for the caller to judge, except a
-        final 401/403, which raises :class:`DownloadError` naming what to configure."""
-        sent = dict(headers or {})
-        auth = self._auth_header(scope)
-        if auth:
-            sent["Authorization"] = auth
-        response = self._once(method, url, sent, data, stream)
-        if response.status_code == 401:
-            challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-            response.close()
-            if challenge is None:
-                raise self._denied(url, 401, "no usable WWW-Authenticate challenge")
-            sent["Authorization"] = self._answer(challenge, scope, url)
-            if hasattr(data, "seek"):
-                data.seek(0)
-            response = self._once(method, url, sent, data, stream)
-        if response.status_code in (401, 403):
-            status = response.status_code
-            response.close()
-            raise self._denied(url, status, None)
-        if response.status_code == 429 or response.status_code >= 500:
-            reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-            response.close()
-            raise _Transient(reason, retry_after)
-        return response
-
-    def _once(
-        self, method: str, url: str, headers: dict[str, str], data: Any, stream: bool
-    ) -> requests.Response:
-        try:
-            return self.session.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                stream=stream,
-                timeout=self._timeout(),
-                allow_redirects=True,
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"connection failed: {_short(exc)}") from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Transient(f"transfer interrupted: {_short(exc)}") from None
-        except requests.RequestException as exc:
-            raise DownloadError(f"{url}: {_short(exc)}", url=url) from None
-
-    def _answer(self, challenge: Challenge, scope: str, url: str) -> str:
-        creds = self.credentials
-        if challenge.scheme == "basic":
-            if creds is None:
-                raise self._denied(url, 401, None)
-            self.auth.basic = True
-            return creds.basic_header()
-        realm = challenge.realm
-        if not realm:
-            raise self._denied(url, 401, "the Bearer challenge names no realm")
-        service = challenge.params.get("service", "")
-        wanted = challenge.params.get("scope") or scope
-        key = (realm, service, wanted)
-        token = self.tokens.get(key)
-        if token is None:
-            token, lifetime = self._fetch_token(realm, service, wanted, creds, url)
-            self.tokens.put(key, token, lifetime)
-        self.auth.scopes[scope] = key
-        return f"Bearer {token}"
-
-    def _fetch_token(
-        self, realm: str, service: str, scope: str, creds: Credentials | None, url: str
-    ) -> tuple[str, float]:
-        parts = urllib.parse.urlsplit(realm)
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise self._denied(url, 401, f"the token realm {realm!r} is not an http(s) URL")
-        params: list[tuple[str, str]] = [("client_id", "cacheclient")]
-        if service:
-            params.append(("service", service))
-        params += [("scope", s) for s in scope.split(" ") if s]
-        headers: dict[str, str] = {}
-        # Credentials travel to a token realm only over HTTPS, or over plain HTTP when the user
-        # addressed this very registry with oci+http:// (a test or lab registry).
-        plain_ok = parts.scheme == "http" and self.scheme == "http"
-        if creds is not None and (parts.scheme == "https" or plain_ok):
-            headers["Authorization"] = creds.basic_header()
-        try:
-            response = self.session.get(
-                realm, params=params, headers=headers, timeout=self._timeout()
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"token service {parts.netloc}: {_short(exc)}") from None
-        except requests.RequestException as exc:
-            raise DownloadError(f"token service {parts.netloc}: {_short(exc)}") from None
-        with response:
-            if response.status_code in (401, 403):
-                raise self._denied(url, response.status_code, "the token service refused")
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _Transient(f"token service {parts.netloc}: HTTP {response.status_code}")
-            if response.status_code != 200:
-                raise DownloadError(
-                    f"token service {parts.netloc}: HTTP {response.status_code}", url=realm
-                )
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-        token = None
-        lifetime = 60.0
-        if isinstance(answer, dict):
-            token = answer.get("token") or answer.get("access_token")
-            expires = answer.get("expires_in")
-            if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0:
-                lifetime = float(expires)
-        if not isinstance(token, str) or not token:
-            raise DownloadError(
-                f"token service {parts.netloc}: the answer holds no token", url=realm
-            )
-        return token, lifetime
-
-    def _denied(self, url: str, status: int, detail: str | None) -> DownloadError:
-        creds = self.credentials
-        registry = f"{'oci' if self.scheme == 'https' else 'oci+http'}://{self.host}"
-        what = "authentication required" if status == 401 else "access denied"
-        if creds is None:
-            hint = (
-                f"configure credentials for {self.host}: set {ENV_USERNAME} and {ENV_PASSWORD}, "
-                f"or log in with `docker login {self.host}` (~/.docker/config.json)"
-            )
-        else:
-            hint = (
-                f"the credentials from {creds.source} were not accepted "
-                "(check the user, the token's scopes and the repository name)"
-            )
-        extra = f" ({detail})" if detail else ""
-        return DownloadError(f"registry {registry}: {what} (HTTP {status}){extra}: {hint}", url=url)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:197] + "..."
-
-
 class _RegistryStream:
     def __init__(self, response: requests.Response, offset: int) -> None:
         self._response = response
@@ -436,18 +224,18 @@ class OciTransport(Transport):
         session.headers["User-Agent"] = self.options.user_agent
         session.trust_env = True
         self.session = session
-        self._registries: dict[tuple[str, str], _Registry] = {}
+        self._registries: dict[tuple[str, str], RegistrySession] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self.session.close()
 
-    def registry(self, ref: OciRef) -> _Registry:
+    def registry(self, ref: OciRef) -> RegistrySession:
         key = (ref.scheme, ref.api_host)
         with self._lock:
             found = self._registries.get(key)
             if found is None:
-                found = _Registry(ref.scheme, ref.api_host, self.session, self.options)
+                found = RegistrySession(ref.scheme, ref.api_host, self.session, self.options)
                 self._registries[key] = found
             return found
 
@@ -462,7 +250,8 @@ class OciTransport(Transport):
     # -- Transport ------------------------------------------------------------------------------
     def _get(self, url: str, etag: str | None, last_modified: str | None) -> Fetched:
         ref, kind, reference = _split(url)
-        check_reference(reference) if kind != "tags" else None
+        if kind != "tags":
+            check_reference(reference)
         headers: dict[str, str] = {}
         if kind == "manifests":
             headers["Accept"] = MANIFEST_ACCEPT
@@ -484,7 +273,7 @@ class OciTransport(Transport):
             try:
                 body = self._read_body(response, url, kind)
             except (requests.RequestException, OSError) as exc:
-                raise _Transient(f"transfer interrupted: {_short(exc)}") from None
+                raise _Transient(f"transfer interrupted: {short(exc)}") from None
             etag_out = response.headers.get("ETag")
             header_digest = response.headers.get("Docker-Content-Digest")
         if kind in ("manifests", "blobs"):
