@@ -197,3 +197,16 @@ class TestResume:
         assert (path, f"bytes={layer['size'] // 2}-") in again.ranges
         blob = store / "blobs" / "sha256" / layer["digest"][7:9] / layer["digest"][7:]
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == layer["digest"][7:]
+
+
+def test_inspect_a_registry(
+    registry_factory: MakeRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = registry_factory(spack_cache=True, readonly=True)
+    assert main(["inspect", server.url(), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["records"] == report["installable"] == 18
+    assert main(["inspect", server.url()]) == 0
+    assert "layout: oci" in capsys.readouterr().out
+    assert main(["keys", "fetch", server.url(), "--store", str(server.work / "s")]) == 7
+    assert "publishes no keys" in capsys.readouterr().err
