@@ -89,6 +89,23 @@ class TestRegistry:
         assert second["index_written"] is False
         assert not [r for r in server.requests() if r.method in ("PUT", "POST", "PATCH")]
 
+    def test_mount_from_another_repository(
+        self, warmed: Path, registry_factory: MakeRegistry, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        server = registry_factory()
+        base = ["--store", str(warmed), "--json"]
+        assert main(["push", server.url("team/a"), "demo-zlib@1.2.13", *base]) == 0
+        capsys.readouterr()
+        server.clear_log()
+        args = ["push", server.url("team/b"), "demo-zlib@1.2.13", "--mount-from", "team/a"]
+        assert main([*args, *base]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["blobs_uploaded"] == 0
+        mounts = [r for r in server.requests() if r.method == "POST" and "mount=" in r.path]
+        assert len(mounts) == 6  # two builds (a layer and a config each), the index and {}
+        assert all(r.status == 201 for r in mounts)
+        assert not [r for r in server.requests() if r.method == "PUT" and "/blobs/" in r.path]
+
     def test_concurrent_pushes_of_different_builds_both_reach_the_index(
         self, warmed: Path, registry_factory: MakeRegistry, tmp_path: Path
     ) -> None:

@@ -33,6 +33,7 @@ from cacheclient.metadata.oci_image import (
     parse_image_manifest,
     read_config_spec,
 )
+from cacheclient.metadata.specfile import MAX_SPEC_BYTES
 from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.store import StoredBuild
 from cacheclient.transport import join_url
@@ -91,6 +92,8 @@ def plan_oci(fetcher: _Fetcher, record: BuildRecord, mirror: str) -> _Plan:
         raise _NotHere(url)
     digest_hex = hashlib.sha256(raw).hexdigest()
     manifest = parse_image_manifest(raw, url)
+    if manifest.config.size > MAX_SPEC_BYTES:
+        raise MetadataError(url, "config.size", f"{manifest.config.size} bytes is not a spec")
     config_url = join_url(mirror, blob_relative(manifest.config.checksum))
     config = BlobRef(
         media_type=manifest.config.media_type,

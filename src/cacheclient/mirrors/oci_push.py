@@ -320,9 +320,9 @@ class _Pusher:
         db = BlobRef(
             media_type=OCI_LAYER, checksum=hashlib.sha256(data).hexdigest(), size=len(data)
         )
-        self.transport.push_blob(self.ref, f"sha256:{db.checksum}", db.size, data)
+        self._push_once(f"sha256:{db.checksum}", db.size, data)
         empty = hashlib.sha256(EMPTY_CONFIG).hexdigest()
-        self.transport.push_blob(self.ref, f"sha256:{empty}", len(EMPTY_CONFIG), EMPTY_CONFIG)
+        self._push_once(f"sha256:{empty}", len(EMPTY_CONFIG), EMPTY_CONFIG)
         self.transport.put_manifest(self.ref, INDEX_TAG, index_image(db), OCI_MANIFEST)
 
 
