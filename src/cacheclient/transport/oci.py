@@ -446,12 +446,7 @@ class OciTransport(Transport):
                     )
                 return urllib.parse.urljoin(uploads, location), False
 
-        location, mounted = self._call(f"{ref.url}/blobs/uploads/", start)
-        if mounted:
-            return PushedBlob(digest=digest, size=size, uploaded=False, mounted=True)
-        assert location is not None  # noqa: S101 - set whenever not mounted
-
-        def finish() -> None:
+        def finish(location: str) -> None:
             sep = "&" if "?" in location else "?"
             target = f"{location}{sep}{urllib.parse.urlencode({'digest': digest})}"
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
@@ -469,7 +464,17 @@ class OciTransport(Transport):
                         url=ref.url,
                     )
 
-        self._call(f"{ref.url}/blobs/{digest}", finish)
+        def upload() -> bool:
+            # POST and PUT are retried together: an upload session a failed PUT broke is not
+            # reused.
+            location, mounted = start()
+            if not mounted and location is not None:
+                finish(location)
+            return mounted
+
+        mounted: bool = self._call(f"{ref.url}/blobs/{digest}", upload)
+        if mounted:
+            return PushedBlob(digest=digest, size=size, uploaded=False, mounted=True)
         return PushedBlob(digest=digest, size=size, uploaded=True)
 
     def put_manifest(self, ref: OciRef, tag: str, body: bytes, media_type: str) -> str:
