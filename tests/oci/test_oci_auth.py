@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cacheclient.cli.main import main
-from cacheclient.transport.oci_auth import find_credentials, parse_challenge
+from cacheclient.transport.oci_auth import TokenCache, find_credentials, parse_challenge
 from registryserver import MakeRegistry, TokenServer, make_certificate, write_htpasswd
 
 HOST = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v4"]
@@ -147,3 +147,17 @@ def test_challenge_parsing_and_docker_config(tmp_path: Path) -> None:
     found = find_credentials("ghcr.io", env)
     assert found is not None
     assert found.username == "e"
+
+
+def test_tokens_are_reused_until_they_expire() -> None:
+    now = [1000.0]
+    cache = TokenCache(clock=lambda: now[0])
+    key = ("https://auth/token", "reg", "repository:a:pull")
+    cache.put(key, "t1", 60)
+    now[0] += 50
+    assert cache.get(key) == "t1"
+    now[0] += 6  # within the safety margin before expiry
+    assert cache.get(key) is None
+    cache.put(key, "t2", 300)
+    cache.drop(key)
+    assert cache.get(key) is None

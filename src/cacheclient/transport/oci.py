@@ -50,9 +50,12 @@ from cacheclient.transport.oci_auth import ENV_PASSWORD, ENV_USERNAME, RegistryS
 __all__ = [
     "DOCKER_MANIFEST",
     "MANIFEST_ACCEPT",
+    "MAX_MANIFEST_BYTES",
     "OCI_MANIFEST",
     "OciRef",
     "OciTransport",
+    "PushedBlob",
+    "check_reference",
     "is_oci_url",
     "parse_oci_url",
 ]
@@ -164,7 +167,7 @@ def check_reference(reference: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# One registry host: a session and its authentication.
+# The transport: reads (manifests, blobs, tags) and the writes ``cacheclient push`` needs.
 
 
 class _RegistryStream:
@@ -222,7 +225,6 @@ class OciTransport(Transport):
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         session.headers["User-Agent"] = self.options.user_agent
-        session.trust_env = True
         self.session = session
         self._registries: dict[tuple[str, str], RegistrySession] = {}
         self._lock = threading.Lock()

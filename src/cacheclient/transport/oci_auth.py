@@ -35,7 +35,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ __all__ = [
     "Credentials",
     "RegistrySession",
     "TokenCache",
+    "TokenKey",
     "docker_config_path",
     "find_credentials",
     "parse_challenge",
@@ -181,19 +182,22 @@ def find_credentials(host: str, environ: Mapping[str, str] | None = None) -> Cre
     return _from_docker_config(host, docker_config_path(env))
 
 
+TokenKey = tuple[str, ...]
+"""``(realm, service, scope, user)``: a token is only reused for the same identity."""
+
+
 @dataclass
 class TokenCache:
-    """Bearer tokens by ``(realm, service, scope)``, each until its expiry (thread-safe)."""
+    """Bearer tokens by :data:`TokenKey`, each until its expiry (thread-safe)."""
 
-    clock: object = field(default=time.monotonic)
-    _tokens: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+    clock: Callable[[], float] = field(default=time.monotonic)
+    _tokens: dict[TokenKey, tuple[str, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _now(self) -> float:
-        clock = self.clock
-        return float(clock()) if callable(clock) else time.monotonic()
+        return self.clock()
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def get(self, key: TokenKey) -> str | None:
         with self._lock:
             hit = self._tokens.get(key)
             if hit is None:
@@ -204,11 +208,11 @@ class TokenCache:
                 return None
             return token
 
-    def put(self, key: tuple[str, str, str], token: str, lifetime: float) -> None:
+    def put(self, key: TokenKey, token: str, lifetime: float) -> None:
         with self._lock:
             self._tokens[key] = (token, self._now() + max(0.0, lifetime - _EXPIRY_MARGIN))
 
-    def drop(self, key: tuple[str, str, str]) -> None:
+    def drop(self, key: TokenKey) -> None:
         with self._lock:
             self._tokens.pop(key, None)
 
@@ -221,7 +225,7 @@ class _AuthState:
     def __init__(self) -> None:
         self.tokens = TokenCache()
         self.basic = False
-        self.scopes: dict[str, tuple[str, str, str]] = {}
+        self.scopes: dict[str, TokenKey] = {}
 
 
 _auth_states: dict[tuple[str, str], _AuthState] = {}
@@ -287,6 +291,9 @@ class RegistrySession:
             response.close()
             if challenge is None:
                 raise self._denied(url, 401, "no usable WWW-Authenticate challenge")
+            stale = self.auth.scopes.get(scope)
+            if auth and auth.startswith("Bearer ") and stale is not None:
+                self.tokens.drop(stale)  # refused before its expiry (revoked, clock skew)
             sent["Authorization"] = self._answer(challenge, scope, url)
             if hasattr(data, "seek"):
                 data.seek(0)
@@ -334,7 +341,7 @@ class RegistrySession:
             raise self._denied(url, 401, "the Bearer challenge names no realm")
         service = challenge.params.get("service", "")
         wanted = challenge.params.get("scope") or scope
-        key = (realm, service, wanted)
+        key = (realm, service, wanted, creds.username if creds is not None else "")
         token = self.tokens.get(key)
         if token is None:
             token, lifetime = self._fetch_token(realm, service, wanted, creds, url)
