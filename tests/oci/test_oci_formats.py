@@ -140,3 +140,25 @@ class TestImages:
         assert db["database"]["version"] == "8"
         assert installs["a" * 32]["in_buildcache"] is True
         assert installs["b" * 32] == {"spec": dep, "ref_count": 1, "in_buildcache": False}
+
+
+def test_docker_v2_manifests_are_read_too() -> None:
+    digest = "sha256:" + "1" * 64
+    docker = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": digest,
+            "size": 7,
+        },
+        "layers": [
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": digest,
+             "size": 1},
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+             "digest": "sha256:" + "2" * 64, "size": 2},
+        ],
+    }  # fmt: skip
+    manifest = parse_image_manifest(json.dumps(docker).encode(), "docker")
+    assert manifest.tarball.checksum == "2" * 64
+    assert manifest.tarball.compression == "gzip"
