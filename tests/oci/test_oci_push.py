@@ -89,6 +89,22 @@ class TestRegistry:
         assert second["index_written"] is False
         assert not [r for r in server.requests() if r.method in ("PUT", "POST", "PATCH")]
 
+    def test_a_broken_index_is_rebuilt_from_the_tags(
+        self, warmed: Path, registry_factory: MakeRegistry, tmp_path: Path
+    ) -> None:
+        server = registry_factory(spack_cache=True)
+        index = server.storage / "docker/registry/v2/repositories/demo/buildcache"
+        link = index / "_manifests/tags/index.spack/current/link"
+        digest = link.read_text().strip().removeprefix("sha256:")
+        blob = server.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+        blob.write_bytes(blob.read_bytes().replace(b"layers", b"nothing"))
+        url = server.url()
+        assert main(["push", url, "/ybmvd3u", "--store", str(warmed), "-q"]) == 0
+        from cacheclient.mirrors.oci_index import open_oci_catalog
+
+        held = {r.hash for r in open_oci_catalog(url) if r.installable}
+        assert held == set(IMAGES)
+
     def test_mount_from_another_repository(
         self, warmed: Path, registry_factory: MakeRegistry, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import archspec.cpu
 
-from cacheclient.errors import CacheClientError, MetadataError
+from cacheclient.errors import CacheClientError, MetadataError, VerificationError
 from cacheclient.metadata.oci_image import (
     EMPTY_CONFIG,
     INDEX_TAG,
@@ -283,7 +283,12 @@ class _Pusher:
         }
         for round_number in range(1, INDEX_ROUNDS + 1):
             report.index_rounds = round_number
-            nodes, held = self._read_index()
+            try:
+                nodes, held = self._read_index()
+            except (MetadataError, VerificationError) as exc:
+                # A broken index is rebuilt from the tags (every build tag is "missing").
+                self.progress(f"index.spack unreadable, rebuilding it from the tags: {exc}")
+                nodes, held = {}, set()
             missing: dict[str, list[dict[str, Any]]] = {
                 h: n for h, n in ours.items() if h not in held
             }
