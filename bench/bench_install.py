@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from cacheclient.api import install
 from cacheclient.installation import install_fetched
-from cacheclient.pipeline import install
 from cacheclient.resolution.host import HostProfile
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore

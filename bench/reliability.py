@@ -126,16 +126,30 @@ class SoakTotals:
     failures: list[str] | None = None
 
 
-def _resolve_closure(mirror: Path, spec: str, target: str) -> set[str]:
-    from cacheclient.cli.main import main
+def _alternatives(mirror: Path, spec: str, target: str) -> list[set[str]]:
+    """The closure of every build that could satisfy *spec* on *target*, best first: when
+    the best build's files are missing from the mirror (a 404), the next one is selected
+    (closure-aware selection), so a success may have fetched any of them."""
+    from cacheclient.metadata.catalog import Catalog
+    from cacheclient.mirrors.open import local_reader, open_catalog
+    from cacheclient.resolution.host import HostProfile
+    from cacheclient.resolution.resolve import resolve, runtime_closure
 
-    out = io.StringIO()
-    host = ["--platform", "linux", "--os", "debian12", "--target", target]
-    with contextlib.redirect_stdout(out):
-        code = main(["resolve", spec, *host, "--mirror", str(mirror), "--json"])
-    assert code == 0, f"cannot resolve {spec} for {target}"
-    (request,) = json.loads(out.getvalue())["requests"]
-    return {str(node["hash"]) for node in request["closure"]}
+    catalog: Catalog = open_catalog(str(mirror), local_reader(mirror))
+    host = HostProfile(platform="linux", os="debian12", target=target, libc=None)
+    (res,) = resolve([spec], catalog, host)
+    assert res.selected is not None, f"cannot resolve {spec} for {target}"
+    ranked = sorted((c for c in res.candidates if c.accepted), key=lambda c: c.rank or 0)
+    return [{r.hash for r in runtime_closure(c.record, catalog)[0]} for c in ranked]
+
+
+def _fetched(groups: Sequence[list[set[str]]], store: Path) -> set[str]:
+    """What a successful job fetched: per request, the first alternative the store holds."""
+    present = set(H.store_builds(store))
+    out: set[str] = set()
+    for alternatives in groups:
+        out |= next((a for a in alternatives if a <= present), alternatives[0])
+    return out
 
 
 def _fault_paths(mirror: Path) -> dict[str, list[str]]:
@@ -168,15 +182,14 @@ def soak(
     totals = SoakTotals(failures=[])
     failures = totals.failures
     assert failures is not None
-    closures: dict[tuple[str, str, str], set[str]] = {}
+    groups: dict[tuple[str, str, str], list[list[set[str]]]] = {}
     for job in _JOBS:
         command, spec, target = job
         if command == "warm":
-            closures[job] = set().union(
-                *(_resolve_closure(mirror, s, t) for s in _WARM_SPECS for t in _WARM_TARGETS)
-            )
+            groups[job] = [_alternatives(mirror, s, t) for s in _WARM_SPECS for t in _WARM_TARGETS]
         else:
-            closures[job] = _resolve_closure(mirror, spec, target)
+            groups[job] = [_alternatives(mirror, spec, target)]
+    closures = {job: set().union(*(g[0] for g in group)) for job, group in groups.items()}
     jobs = [j for j in _JOBS if config.install or j[0] != "install"]
     paths = _fault_paths(mirror)
     whole = set(paths[""]) | {p for v in paths.values() for p in v if p.startswith("/v3/")}
@@ -282,9 +295,10 @@ def soak(
                     continue
                 if proc.returncode == 0:
                     totals.succeeded += 1
-                    expected |= closures[job]
+                    fetched = _fetched(groups[job], store)
+                    expected |= fetched
                     if job[0] == "install":
-                        installed |= closures[job]
+                        installed |= fetched
                     continue
                 lines = [line for line in err.splitlines() if ": error: " in line]
                 if "Traceback" in err or len(lines) != 1:

@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "cacheclient.ci": 5,
     "cacheclient.pipeline": 5,
     "cacheclient.settings": 6,
+    "cacheclient.api": 6,
     "cacheclient.cli": 6,
     "cacheclient.__main__": 6,
     "cacheclient": 7,

@@ -87,3 +87,26 @@ class TestResolve:
         assert res.selected is not None
         assert res.selected.hash == "p3ni4vmgrbpf2zerdw3f2o22ifxs2xn7"
         assert [r.name for r in res.closure][-1] == "demo-tool"
+
+
+class TestResources:
+    def test_repeated_installs_do_not_leak_descriptors(self, tmp_path: Path) -> None:
+        """Everything the one-call API opens is closed (the store's descriptors used to grow
+        with every call, and gc could not evict those blobs)."""
+        store_dir = tmp_path / "store"
+        _store(tmp_path).close()
+
+        def open_fds() -> int:
+            return len(list(Path("/proc/self/fd").iterdir()))
+
+        counts = []
+        for i in range(4):
+            cacheclient.install(
+                ["demo-zlib@1.3.1"],
+                mirrors=[str(SPACK_V3_SIGNED)],
+                root=tmp_path / f"root{i}",
+                store=store_dir,
+                host=HOST,
+            )
+            counts.append(open_fds())
+        assert counts[-1] == counts[1], counts

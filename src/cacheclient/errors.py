@@ -30,6 +30,7 @@ __all__ = [
     "DownloadError",
     "InstallError",
     "MetadataError",
+    "MissingBuildError",
     "NoMatchError",
     "RelocationError",
     "StoreError",
@@ -85,7 +86,7 @@ class VerificationError(CacheClientError):
     """A signature, key or checksum did not verify.
 
     ``expected``/``actual`` hold digests for checksum failures; ``url`` and ``mirror`` say
-    where the bytes came from.
+    where the bytes came from; ``key_id`` names a signing key that is not trusted.
     """
 
     exit_code = 4
@@ -98,12 +99,16 @@ class VerificationError(CacheClientError):
         mirror: str | None = None,
         expected: str | None = None,
         actual: str | None = None,
+        key_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.url = url
         self.mirror = mirror
         self.expected = expected
         self.actual = actual
+        self.key_id = key_id
+        """The signing key's ID when the signer is not trusted (the CLI prints the commands
+        that fetch and trust it)."""
 
 
 class DownloadError(CacheClientError, OSError):
@@ -114,6 +119,11 @@ class DownloadError(CacheClientError, OSError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
+
+
+class MissingBuildError(DownloadError):
+    """No mirror holds the build (every mirror answered "not found"), or, offline, the store
+    does not. Exit 5 when it ends a run; a resolver treats it as a hole in a closure."""
 
 
 class UnsafeArchiveError(CacheClientError):

@@ -8,7 +8,8 @@ may be called from several download threads at once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+from cacheclient.model import BuildRecord
 
 __all__ = ["Reporter"]
 
@@ -27,6 +28,9 @@ class Reporter:
     def starting(self, total_items: int, total_bytes: int) -> None:
         """A job begins: how many artifacts and bytes it may need (upper bound)."""
 
+    def waiting(self, artifact: str) -> None:
+        """Another process is downloading *artifact* into the same store: this one waits."""
+
     def download_started(self, artifact: str, size: int | None) -> None:
         """Bytes of *artifact* start to flow (size None when unknown)."""
 
@@ -36,17 +40,20 @@ class Reporter:
     def download_finished(self, artifact: str, already_present: bool) -> None:
         """*artifact* is verified in the store (*already_present*: nothing was downloaded)."""
 
-    def candidate_rejected(self, candidate: object, reason: str) -> None:
-        """A mirror or build was passed over; *reason* says why."""
+    def candidate_rejected(self, candidate: str, reason: str) -> None:
+        """A mirror (or a mirror for one build) was passed over; *reason* says why."""
 
-    def installing(self, record: Any, prefix: str) -> None:
+    def mirror_failed(self, mirror: str, reason: str) -> None:
+        """*mirror* failed once (it is skipped for the rest of the run after a few)."""
+
+    def installing(self, record: BuildRecord, prefix: str) -> None:
         """Installation of *record* into *prefix* begins."""
 
-    def installed(self, record: Any, prefix: str) -> None:
+    def installed(self, record: BuildRecord, prefix: str) -> None:
         """*record* is installed in *prefix*."""
 
     def warning(self, message: str) -> None:
         """Something the user should know that does not stop the job."""
 
-    def finished(self, summary: Mapping[str, Any]) -> None:
+    def finished(self, summary: Mapping[str, int]) -> None:
         """The job ended; *summary* holds counts (items, bytes, seconds...)."""

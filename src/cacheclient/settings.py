@@ -1,4 +1,7 @@
-"""The user configuration file (YAML): host overrides, mirrors, store, mirror base, jobs.
+"""Settings, resolved once per command: flags > ``CACHECLIENT_*`` environment > config file >
+defaults (:func:`settings_from_args`, :func:`host_from_args`, :func:`store_from_option`).
+
+The user configuration file (YAML): host overrides, mirrors, store, mirror base, jobs.
 
 Location: ``CACHECLIENT_CONFIG`` if set, else ``<user config dir>/cacheclient/config.yaml``
 (platformdirs). A missing file is an empty configuration. Example::
@@ -27,8 +30,10 @@ from typing import Any
 import platformdirs
 import yaml
 
-from cacheclient.errors import ConfigError
+from cacheclient.errors import ConfigError, UsageError
+from cacheclient.fetch import DEFAULT_MIRROR_BASE
 from cacheclient.model import Libc
+from cacheclient.pipeline import Settings
 from cacheclient.resolution.compat import libc_for_os
 from cacheclient.resolution.host import (
     HostProfile,
@@ -43,10 +48,15 @@ from cacheclient.store import Store
 
 __all__ = [
     "Config",
+    "Setting",
+    "Settings",
     "config_path",
+    "effective_settings",
     "host_from_args",
     "load_config",
+    "normalise_mirror",
     "parse_config",
+    "settings_from_args",
     "store_from_option",
 ]
 
@@ -194,3 +204,160 @@ def store_from_option(value: str | None) -> Store:
         if configured:
             return Store(Path(configured))
     return Store()
+
+
+def normalise_mirror(url: str) -> str:
+    """Absolute path for a local directory given as a relative path; URLs unchanged."""
+    if "://" in url:
+        return url.rstrip("/")
+    return str(Path(url).expanduser().absolute())
+
+
+def _jobs(value: Any, source: str) -> int:
+    try:
+        jobs = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{source} must be a positive integer, not {value!r}") from None
+    if jobs < 1:
+        raise UsageError(f"{source} must be a positive integer, not {jobs}")
+    return jobs
+
+
+def settings_from_args(
+    args: Any, *, environ: Mapping[str, str] | None = None, config: Config | None = None
+) -> Settings:
+    """The :class:`~cacheclient.pipeline.Settings` for a command's parsed options.
+
+    Each value: the flag, else its ``CACHECLIENT_*`` variable, else the config file, else the
+    default (README, "Configuration"). Mirrors come from ``--mirror`` (or the config file when
+    no ``--mirror`` and no ``--metadata`` is given).
+    """
+    env = os.environ if environ is None else environ
+    cfg = config if config is not None else load_config(environ=env)
+
+    def pick(flag: str, var: str | None, key: str) -> Any:
+        value = getattr(args, flag, None)
+        if value not in (None, "", [], ()):
+            return value
+        if var is not None and env.get(var):
+            return env[var]
+        return getattr(cfg, key, None)
+
+    metadata = tuple(getattr(args, "metadata", None) or ())
+    mirrors = tuple(normalise_mirror(m) for m in (getattr(args, "mirror", None) or ()))
+    if not mirrors and not metadata:
+        mirrors = tuple(normalise_mirror(m) for m in cfg.mirrors)
+    jobs_flag = getattr(args, "jobs", None)
+    jobs_value = pick("jobs", "CACHECLIENT_JOBS", "jobs")
+    jobs_source = "--jobs" if jobs_flag is not None else "jobs"
+    os_compat = pick("os_compat", "CACHECLIENT_OS_COMPAT", "os_compat") or "exact"
+    if os_compat not in ("exact", "libc"):
+        raise UsageError(f"os_compat must be 'exact' or 'libc', not {os_compat!r}")
+    store = pick("store", "CACHECLIENT_STORE", "store")
+    root = getattr(args, "root", None) or env.get("CACHECLIENT_ROOT")
+    return Settings(
+        mirrors=mirrors,
+        metadata=metadata,
+        store=Path(store).expanduser() if store else None,
+        root=Path(os.path.abspath(Path(root).expanduser())) if root else None,
+        mirror_base=str(pick("mirror_base", "CACHECLIENT_MIRROR_BASE", "mirror_base") or "")
+        or DEFAULT_MIRROR_BASE,
+        jobs=_jobs(jobs_value, jobs_source) if jobs_value is not None else 8,
+        os_compat=os_compat,
+        allow_unsigned=bool(getattr(args, "allow_unsigned", False)),
+        offline=bool(getattr(args, "offline", False)),
+        projection=getattr(args, "projection", None) or Settings().projection,
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Setting:
+    """One effective setting: its value and where it came from (``cacheclient config``)."""
+
+    key: str
+    value: Any
+    source: str
+    """``--flag``, ``env NAME``, ``config PATH``, ``default`` or ``probed``."""
+    env: str | None = None
+    """The environment variable that sets it, if any."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "source": self.source, "env": self.env}
+
+
+def effective_settings(
+    args: Any = None, *, environ: Mapping[str, str] | None = None
+) -> list[Setting]:
+    """Every setting a command would use, with its source: flag > env > config file > default.
+
+    *args* is an argparse namespace (any attribute may be missing). Host fields nobody set are
+    probed, as every command does.
+    """
+    from cacheclient.installation import default_root  # noqa: PLC0415
+    from cacheclient.transport import TransportOptions  # noqa: PLC0415
+
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    config = load_config(path, environ=env)
+    where = f"config {path}"
+    out: list[Setting] = [
+        Setting(
+            key="config",
+            value=str(path),
+            source="env CACHECLIENT_CONFIG" if env.get("CACHECLIENT_CONFIG") else "default",
+            env="CACHECLIENT_CONFIG",
+        )
+    ]
+
+    def pick(key: str, flag: str | None, var: str | None, default: Any, attr: str = "") -> None:
+        given = getattr(args, attr or key, None) if args is not None and flag else None
+        if given not in (None, "", [], ()):
+            out.append(Setting(key=key, value=given, source=flag or "", env=var))
+        elif var and env.get(var):
+            out.append(Setting(key=key, value=env[var], source=f"env {var}", env=var))
+        elif getattr(config, key, None) not in (None, (), ""):
+            value = getattr(config, key)
+            value = list(value) if isinstance(value, tuple) else value
+            out.append(Setting(key=key, value=value, source=where, env=var))
+        else:
+            out.append(Setting(key=key, value=default, source="default", env=var))
+
+    probed = probe_host_fields()
+    for key, attr, var in (
+        ("platform", "platform", "CACHECLIENT_PLATFORM"),
+        ("os", "host_os", "CACHECLIENT_OS"),
+        ("target", "target", "CACHECLIENT_TARGET"),
+        ("libc", "libc", "CACHECLIENT_LIBC"),
+    ):
+        pick(key, f"--{key}", var, probed.get(key), attr)
+        if out[-1].source == "default":
+            out[-1] = Setting(key=key, value=probed.get(key), source="probed", env=var)
+    pick("os_compat", "--os-compat", "CACHECLIENT_OS_COMPAT", "exact")
+    pick("mirrors", "--mirror", None, [], "mirror")
+    pick("mirror_base", "--mirror-base", "CACHECLIENT_MIRROR_BASE", DEFAULT_MIRROR_BASE)
+    store_default = str(Path(platformdirs.user_cache_dir("cacheclient")) / "store")
+    pick("store", "--store", "CACHECLIENT_STORE", store_default)
+    root_default = str(default_root()) if not env.get("CACHECLIENT_ROOT") else None
+    pick("root", "--root", "CACHECLIENT_ROOT", root_default)
+    pick("jobs", "--jobs", "CACHECLIENT_JOBS", 8)
+    pick("projection", "--projection", None, Settings().projection)
+    defaults = TransportOptions()
+    for key, var, default in (
+        ("connect_timeout", "CACHECLIENT_CONNECT_TIMEOUT", defaults.connect_timeout),
+        ("read_timeout", "CACHECLIENT_READ_TIMEOUT", defaults.read_timeout),
+        ("retries", "CACHECLIENT_RETRIES", defaults.attempts),
+    ):
+        pick(key, None, var, default)
+    pick("debug", None, "CACHECLIENT_DEBUG", False)
+    return out
+
+
+def probe_host_fields() -> dict[str, str]:
+    """This machine's platform, OS, target and libc as strings (probed, no overrides)."""
+    libc = probe_libc()
+    return {
+        "platform": probe_platform(),
+        "os": probe_os(),
+        "target": probe_target(),
+        "libc": f"{libc.name}@{libc.version}" if libc is not None else "unknown",
+    }

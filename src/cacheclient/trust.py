@@ -300,6 +300,7 @@ class TrustStore:
                 f"{where}: signed by key {keyid or '?'}, which is not trusted "
                 "(no trusted keys: see 'cacheclient keys trust')",
                 url=source or None,
+                key_id=keyid or None,
             )
         result = _run(
             [
@@ -338,6 +339,7 @@ class TrustStore:
                 f"{where}: signed by key {keyid or '?'}, which is not trusted "
                 "(see 'cacheclient keys trust')",
                 url=url,
+                key_id=keyid or None,
             )
         if "BADSIG" in words:
             raise VerificationError(f"{where}: BAD signature from key {keyid}", url=url)

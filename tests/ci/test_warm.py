@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from builders import blob_files, trust_key
 from cacheclient.cli.main import main
 from gpgtools import GpgKey
-from paths import SEED_PAGE, SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
-from servers import NginxServer
+from paths import SEED_PAGE, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
+from servers import Fault, FaultServer, NginxServer
 
 ServeDir = Callable[..., NginxServer]
 Capture = pytest.CaptureFixture[str]
@@ -44,12 +45,7 @@ def manifest(
     return path
 
 
-def trust(store: Path) -> None:
-    assert main(["keys", "trust", str(SPACK_V3_KEY), "--store", str(store)]) == 0
-
-
-def blob_files(store: Path) -> list[Path]:
-    return sorted(p for p in (store / "blobs").rglob("*") if p.is_file())
+trust = trust_key
 
 
 class TestWarm:
@@ -418,7 +414,7 @@ class TestBrokenMirror:
         capsys.readouterr()
         assert main(["warm", str(m), "--store", str(store), "--json", "--quiet"]) == 0
         out = capsys.readouterr()
-        assert f"mirror skipped: {broken}" in out.err
+        assert f"mirror {broken} skipped: cannot connect" in out.err
         mirrors = json.loads(out.out)["totals"]["mirrors"]
         assert mirrors[good.url]["builds"] == 6
         assert mirrors[good.url]["requests"] >= 12
@@ -429,7 +425,7 @@ class TestBrokenMirror:
 
         m = manifest(tmp_path, refused_url())
         assert main(["warm", str(m), "--store", str(tmp_path / "s"), "--quiet"]) == 5
-        assert "connection failed" in capsys.readouterr().err
+        assert "connection refused" in capsys.readouterr().err
 
 
 class TestV2Layout:
@@ -455,3 +451,40 @@ class TestV2Layout:
         totals = json.loads(capsys.readouterr().out)["totals"]
         assert totals["builds"] == 3
         assert len(totals["not_signature_checked"]) == 3
+
+
+class TestPerRunCounts:
+    def test_two_warms_in_one_process_count_their_own_requests(
+        self, nginx_mirror: ServeDir, tmp_path: Path, capsys: Capture
+    ) -> None:
+        """Request counts are per run: two cold warms of the same manifest into two stores in
+        one process report the same numbers (they used to add up: 17, then 34)."""
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        m = manifest(tmp_path, server.url)
+        reports = []
+        for name in ("s1", "s2"):
+            store = trust(tmp_path / name)
+            capsys.readouterr()
+            assert main(["warm", str(m), "--store", str(store), "--json"]) == 0
+            reports.append(json.loads(capsys.readouterr().out)["totals"]["mirrors"][server.url])
+        assert reports[0]["requests"] == reports[1]["requests"] > 0
+        assert reports[0]["failures"] == reports[1]["failures"] == 0
+
+    def test_failures_are_counted_per_real_mirror(
+        self,
+        tmp_path: Path,
+        capsys: Capture,
+        fault_server: Callable[..., FaultServer],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("CACHECLIENT_RETRIES", "1")
+        server = fault_server(SPACK_V3_SIGNED)
+        server.inject(Fault(kind="status", status=500, prefix="/v3/manifests/spec/"))
+        m = manifest(tmp_path, server.url)
+        store = trust(tmp_path / "s")
+        capsys.readouterr()
+        code = main(["warm", str(m), "--store", str(store), "--json"])
+        assert code == 5
+        mirrors = json.loads(capsys.readouterr().out)["totals"]["mirrors"]
+        assert list(mirrors) == [server.url]
+        assert mirrors[server.url]["failures"] >= 1

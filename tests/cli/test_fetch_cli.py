@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import trust_key
 from cacheclient.cli.main import main
 from cacheclient.cli.render import (
     JsonLinesReporter,
@@ -23,7 +24,7 @@ from cacheclient.cli.render import (
     make_reporter,
 )
 from cacheclient.events import Reporter
-from paths import SEED_PAGE, SPACK_V3_KEY, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
+from paths import SEED_PAGE, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
 from servers import FaultServer, NginxServer
 
 HOST = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v4"]
@@ -38,8 +39,7 @@ def fetch(mirror: str, store: Path, *extra: str) -> int:
     )
 
 
-def trust(store: Path) -> None:
-    assert main(["keys", "trust", str(SPACK_V3_KEY), "--store", str(store)]) == 0
+trust = trust_key
 
 
 class TestSignedMirror:
@@ -91,7 +91,8 @@ class TestSignedMirror:
         trust(store)
         assert fetch(server.url, store) == 0
         out = capsys.readouterr()
-        assert "downloading demo-tool@1.0.0" in out.err  # not a terminal: plain log lines
+        assert "downloaded  demo-tool@1.0.0" in out.err  # not a terminal: plain log lines
+        assert "installed" not in out.err  # each build is reported once, on stdout
         assert out.out.count("fetched ") == 4
         assert "signed by DB2679D9E5CB03ADB239ACC6789B96D6B931B1D5" in out.out
         server.stop()
@@ -205,8 +206,11 @@ class TestPages:
                 "--quiet",
             ]
         )
-        assert code == 5
-        assert "not found on any mirror" in capsys.readouterr().err
+        # every candidate's own binary is missing from every stack: rejected on closure, exit 3
+        assert code == 3
+        err = capsys.readouterr().err
+        assert "rejected by closure" in err
+        assert "not found on any mirror" in err
         paths = {r.path for r in base.requests()}
         manifest = "/v3/manifests/spec/py-pyproject-hooks/"
         assert any(p.startswith("/develop" + manifest) for p in paths)  # root stack
@@ -246,12 +250,12 @@ class TestReporters:
 
     def test_terminal_shows_rate_and_eta(self) -> None:
         out = _Terminal()
-        self._drive(TtyReporter(out, interval=0.0))
+        self._drive(TtyReporter(out, interval=0.0, level=1, width=lambda: 100))
         text = out.getvalue()
         assert "\r\x1b[2K" in text
         assert "ETA" in text
-        assert "[0/2] 1.0 MiB/3.0 MiB" in text
-        assert "fetched     zlib@1.3/abcdefg tarball (2.0 MiB" in text
+        assert "fetching [0/2] 1.0 MiB/3.0 MiB" in text
+        assert "downloaded  zlib@1.3/abcdefg tarball (2.0 MiB" in text
         assert "present     zlib@1.3/abcdefg spec" in text
         assert "warning: mirror x is slow" in text
 

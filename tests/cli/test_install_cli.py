@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from cacheclient.api import install
 from cacheclient.cli.main import install_from_cache, main
 from cacheclient.errors import VerificationError
-from cacheclient.pipeline import install
 from cacheclient.resolution.host import HostProfile
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
@@ -50,9 +50,14 @@ class TestContract:
         store, root = tmp_path / "s", tmp_path / "r"
         args = ["demo-tool@1.0.0", "--mirror", mirror_url, *HOST, "--store", str(store)]
         assert install_from_cache([*args, "--root", str(root)]) == 4
-        last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert last.startswith("install-from-cache: error: ")
+        lines = capsys.readouterr().err.strip().splitlines()
+        (last,) = [line for line in lines if line.startswith("install-from-cache: error: ")]
         assert "not trusted" in last
+        # the exact next commands follow the error
+        assert lines[-2:] == [
+            f"    cacheclient keys fetch {mirror_url} --store {store}",
+            f"    cacheclient keys trust 789B96D6B931B1D5 --store {store}",
+        ]
         assert not list(root.glob("*/demo-*"))
         _trust(store)
         capsys.readouterr()
@@ -82,17 +87,25 @@ class TestContract:
     def test_dry_run_changes_nothing(
         self, mirror_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
+        """A dry run is the real plan: signatures checked (so an untrusted key fails it), sizes
+        from the signed manifests; nothing is installed and no tarball is downloaded."""
         store, root = tmp_path / "s", tmp_path / "r"
         argv = ["install", "demo-tool@1.0.0", "--mirror", mirror_url, *HOST, "--store",
                 str(store), "--root", str(root), "--dry-run", "--json"]  # fmt: skip
+        assert main(argv) == 4
+        capsys.readouterr()
+        _trust(store)
+        capsys.readouterr()
         assert main(argv) == 0
         plan = json.loads(capsys.readouterr().out)
         assert plan["dry_run"] is True
         assert [b["action"] for b in plan["builds"]] == ["install"] * 4
+        assert all(b["signed"] for b in plan["builds"])
         assert all(b["tarball_size"] and b["tarball_size"] > 1000 for b in plan["builds"])
         assert plan["fetch_bytes"] == sum(b["tarball_size"] for b in plan["builds"])
         assert not root.exists()
-        assert not store.exists()  # not even an index cache
+        blobs = [p for p in (store / "blobs").rglob("*") if p.is_file()]
+        assert len(blobs) == 4  # the four verified spec blobs, no tarball
         assert main(argv[:-1]) == 0
         assert "4 build(s) to install" in capsys.readouterr().out
 

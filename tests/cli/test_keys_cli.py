@@ -32,7 +32,11 @@ def listing(store: Path, capsys: Capture) -> dict[str, list[dict[str, object]]]:
 class TestKeysCommand:
     def test_trust_list_untrust(self, tmp_path: Path, capsys: Capture) -> None:
         store = tmp_path / "s"
-        assert listing(store, capsys) == {"trusted": [], "fetched_untrusted": []}
+        # a store that was never created is an error, not an empty list (issue 16, item 7)
+        assert keys(store, "list", "--json") == 8
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert error["exit_code"] == 8
+        assert "does not exist" in error["message"]
         assert keys(store, "trust", str(SPACK_V3_KEY)) == 0
         assert V3_FPR in capsys.readouterr().out
         data = listing(store, capsys)

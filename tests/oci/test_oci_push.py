@@ -8,9 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from cacheclient.cli.main import main
 from paths import SPACK_V3_KEY, SPACK_V3_SIGNED
@@ -29,6 +33,18 @@ profiles:
   - {{platform: linux, os: debian12, target: x86_64_v4}}
 specs: [demo-tool@1.0.0, demo-zlib@1.2.13]
 """
+
+
+def _valid_push_document(doc: dict[str, Any]) -> None:
+    folder = resources.files("cacheclient") / "schemas"
+    schemas = {n: json.loads((folder / f"{n}.json").read_text("utf-8")) for n in ("push", "error")}
+    registry: Registry[Any] = Registry().with_resources(
+        (f"https://cacheclient.invalid/schemas/{n}.json", Resource.from_contents(s))
+        for n, s in schemas.items()
+    )
+    errors = list(Draft202012Validator(schemas["push"], registry=registry).iter_errors(doc))
+    assert not errors, [e.message for e in errors[:3]]
+    assert doc["schema"] == "cacheclient.push"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +80,8 @@ class TestRegistry:
         capsys.readouterr()
         assert main(["push", url, "--all", "--store", str(warmed), "--json"]) == 0
         first = json.loads(capsys.readouterr().out)
+        _valid_push_document(first)
+        assert first["kind"] == "oci"
         assert len(first["builds"]) == 18
         assert first["index_builds"] == 18
         assert first["blobs_uploaded"] == 18 + 18  # every tarball once, one config per build
@@ -189,6 +207,11 @@ class TestDirectory:
         disk = tmp_path / "disk"
         assert main(["push", disk.as_uri(), "demo-tool@1.0.0", "--store", str(warmed)]) == 0
         assert "index lists" in capsys.readouterr().out
+        args = ["push", str(disk), "demo-tool@1.0.0", "--store", str(warmed), "--json"]
+        assert main(args) == 0
+        doc = json.loads(capsys.readouterr().out)
+        _valid_push_document(doc)
+        assert doc["kind"] == "directory"
         assert main(["push", str(disk), "demo-zlib@1.2.13", "--store", str(warmed), "-q"]) == 0
         index = json.loads((disk / "v3/manifests/index/index.manifest.json").read_text())
         assert index["version"] == 3

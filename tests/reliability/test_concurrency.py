@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cacheclient.cli.main import main
 from paths import REPO_ROOT, SPACK_V3_KEY, SPACK_V3_SIGNED
 from reliability import assert_clean, cli_env, root_problems, store_builds
@@ -103,6 +105,7 @@ def _bench() -> Any:
     return module
 
 
+@pytest.mark.slow
 def test_small_randomized_soak(tmp_path: Path) -> None:
     """Twenty runs of the soak of ``bench/reliability.py`` (which runs 200): two concurrent
     warm/fetch/install processes per run, random faults, now and then a kill -9."""

@@ -381,7 +381,7 @@ class TestSmallCatalogs:
 
     def test_a_deep_chain_needs_no_deep_stack(self) -> None:
         def node(i: int) -> BuildRecord:
-            deps = ()
+            deps: tuple[Dependency, ...] = ()
             if i + 1 < 3000:
                 child = Dependency(name=f"p{i + 1}", hash=f"{i + 1:032d}", deptypes=LINK)
                 deps = (child,)

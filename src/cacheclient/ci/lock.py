@@ -81,6 +81,7 @@ class LockedBuild:
             stacks=(self.mirror,),
             manifest_path=self.manifest if self.layout == 3 else None,
             blobs=self.blobs,
+            dependencies_known=False,  # the lock pins the closure; the signed specs hold edges
         )
 
 

@@ -12,24 +12,25 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cacheclient.ci.lock import Lock, LockedBuild, LockedProfile, LockedSpec
 from cacheclient.ci.manifest import MirrorEntry, Profile, WarmManifest
 from cacheclient.errors import CacheClientError, VerificationError
 from cacheclient.events import Reporter
-from cacheclient.fetch import FetchedBuild, FetchResult, fetch_builds
-from cacheclient.metadata.catalog import Catalog
+from cacheclient.fetch import FetchedBuild, FetchResult
 from cacheclient.model import BuildRecord
 from cacheclient.resolution.host import HostProfile, parse_libc
-from cacheclient.resolution.resolve import Resolution, no_match_message, resolve
-from cacheclient.store import Store
+from cacheclient.resolution.resolve import Resolution, no_match_message
+from cacheclient.transport import requests_made
+
+if TYPE_CHECKING:
+    from cacheclient.pipeline import Client
 
 __all__ = [
     "Selection",
     "WarmReport",
     "check_against_lock",
-    "fetch_from",
     "host_for_profile",
     "warm",
     "warm_from_lock",
@@ -81,6 +82,11 @@ class WarmReport:
     allow_missing: bool = False
     mirrors: tuple[str, ...] = ()
     mirror_failures: dict[str, int] = field(default_factory=dict)
+    requests_before: dict[str, int] = field(default_factory=dict)
+    """Requests made to each mirror before this run (the count is process-wide)."""
+
+    def count_requests_from_now(self) -> None:
+        self.requests_before = {m: requests_made(_prefix(m)) for m in self.mirrors}
 
     @property
     def missing(self) -> list[Selection]:
@@ -95,8 +101,6 @@ class WarmReport:
         return 0
 
     def totals(self) -> dict[str, Any]:
-        from cacheclient.transport import requests_made  # noqa: PLC0415
-
         items = self.fetch.items if self.fetch else []
         blobs = [b for i in items for b in i.blobs]
         per_mirror: Counter[str] = Counter()
@@ -115,7 +119,7 @@ class WarmReport:
                 m: {
                     "builds": per_mirror[m],
                     "blobs_fetched": fetched_per_mirror[m],
-                    "requests": requests_made(m.rstrip("/") + "/"),
+                    "requests": requests_made(_prefix(m)) - self.requests_before.get(m, 0),
                     "failures": self.mirror_failures.get(m, 0),
                 }
                 for m in sorted({*per_mirror, *self.mirrors, *self.mirror_failures})
@@ -139,8 +143,8 @@ class WarmReport:
 
 
 class _FailureCounter(Reporter):
-    """Forwards every hook to *inner* and counts, per mirror, how often the fetcher passed a
-    mirror over (``candidate_rejected``), for the report's per-mirror failures."""
+    """Forwards every hook to *inner* and counts, per mirror URL, how often a mirror failed
+    (``mirror_failed``), for the report's per-mirror failures."""
 
     def __init__(self, inner: Reporter | None, counts: dict[str, int]) -> None:
         self.inner = inner or Reporter()
@@ -158,15 +162,17 @@ class _FailureCounter(Reporter):
     def download_finished(self, artifact: str, already_present: bool) -> None:
         self.inner.download_finished(artifact, already_present)
 
-    def candidate_rejected(self, candidate: object, reason: str) -> None:
-        if isinstance(candidate, str):
-            self.counts[candidate] = self.counts.get(candidate, 0) + 1
+    def candidate_rejected(self, candidate: str, reason: str) -> None:
         self.inner.candidate_rejected(candidate, reason)
+
+    def mirror_failed(self, mirror: str, reason: str) -> None:
+        self.counts[mirror] = self.counts.get(mirror, 0) + 1
+        self.inner.mirror_failed(mirror, reason)
 
     def warning(self, message: str) -> None:
         self.inner.warning(message)
 
-    def finished(self, summary: Mapping[str, Any]) -> None:
+    def finished(self, summary: Mapping[str, int]) -> None:
         self.inner.finished(summary)
 
 
@@ -181,24 +187,6 @@ def host_for_profile(profile: Profile) -> HostProfile:
         target=profile.target,
         libc=libc or libc_for_os(profile.os),
     )
-
-
-def _select(
-    manifest: WarmManifest, profiles: Sequence[Profile], catalog: Catalog
-) -> tuple[list[Selection], dict[str, BuildRecord]]:
-    selections: list[Selection] = []
-    records: dict[str, BuildRecord] = {}
-    preferred = [m.url for m in manifest.mirrors]
-    for profile in profiles:
-        host = host_for_profile(profile)
-        for request in manifest.specs:
-            (res,) = resolve(
-                [request], catalog, host, os_compat=profile.os_compat, preferred_stacks=preferred
-            )
-            selections.append(_selection(profile, request, res))
-            for record in res.closure:
-                records.setdefault(record.hash, record)
-    return selections, records
 
 
 def _selection(profile: Profile, request: str, res: Resolution) -> Selection:
@@ -259,66 +247,54 @@ def _make_lock(
     )
 
 
-def fetch_from(
-    records: Sequence[BuildRecord],
-    mirrors: Sequence[MirrorEntry],
-    *,
-    store: Store,
-    jobs: int = 8,
-    allow_unsigned: bool = False,
-    offline: bool = False,
-    reporter: Reporter | None = None,
-    mirror_base: str | None = None,
-) -> FetchResult:
-    """:func:`~cacheclient.fetch.fetch_builds` over manifest or lock mirror entries: the
-    store's trusted keys, and no signature required from mirrors marked ``signed: false``."""
-    return fetch_builds(
-        records,
-        mirrors=[m.url for m in mirrors],
-        store=store,
-        trust=None,
-        allow_unsigned=allow_unsigned,
-        unsigned_mirrors=[m.url for m in mirrors if not m.signed],
-        offline=offline,
-        jobs=jobs,
-        reporter=reporter,
-        mirror_base=mirror_base,
-    )
+def _prefix(mirror: str) -> str:
+    return mirror.rstrip("/") + "/"
 
 
 def warm(
     manifest: WarmManifest,
     *,
-    catalog: Catalog,
-    store: Store,
+    client: Client,
     profiles: Sequence[Profile],
-    jobs: int = 8,
-    allow_unsigned: bool = False,
     allow_missing: bool = False,
-    offline: bool = False,
-    mirror_base: str | None = None,
-    reporter: Reporter | None = None,
 ) -> WarmReport:
     """Resolve every spec for every profile and fetch the union of the runtime closures.
 
-    Errors of the fetch (verification, download) are kept in the report, not raised, so the
-    caller can still print what was selected and what was fetched before the failure.
+    Closures come from the pipeline (:meth:`cacheclient.pipeline.Client.plan`): from the index's
+    edges, or from the signed specs where a page gives none, so the lock pins every build a
+    profile will install. Errors (verification, download) are kept in the report, not raised,
+    so the caller can still print what was selected and what was fetched before the failure.
     """
+    from cacheclient.pipeline import Plan  # noqa: PLC0415 - same layer, imported when used
+
     started = time.monotonic()
     report = WarmReport(allow_missing=allow_missing, mirrors=tuple(m.url for m in manifest.mirrors))
-    report.selections, records = _select(manifest, profiles, catalog)
-    reporter = _FailureCounter(reporter, report.mirror_failures)
+    report.count_requests_from_now()
+    client.reporter = _FailureCounter(client.reporter, report.mirror_failures)
+    preferred = [m.url for m in manifest.mirrors]
+    builds: dict[str, BuildRecord] = {}
+    verified: dict[str, Any] = {}
     try:
-        report.fetch = fetch_from(
-            list(records.values()),
-            manifest.mirrors,
-            store=store,
-            jobs=jobs,
-            allow_unsigned=allow_unsigned,
-            offline=offline,
-            reporter=reporter,
-            mirror_base=mirror_base,
+        for profile in profiles:
+            plan = client.plan(
+                manifest.specs,
+                host_for_profile(profile),
+                preferred_stacks=preferred,
+                allow_missing=True,
+                os_compat=profile.os_compat,
+            )
+            for res in plan.resolutions:
+                report.selections.append(_selection(profile, res.request, res))
+            builds.update((b.hash, b) for b in plan.builds if b.hash not in builds)
+            verified.update(plan.verified)
+        union = Plan(
+            host=None,
+            resolutions=(),
+            builds=tuple(builds.values()),
+            externals=(),
+            verified=verified,
         )
+        report.fetch = client.fetch(union)
     except CacheClientError as exc:
         report.error = exc
     if report.fetch is not None:
@@ -327,22 +303,18 @@ def warm(
     return report
 
 
-def warm_from_lock(
-    lock: Lock,
-    *,
-    store: Store,
-    jobs: int = 8,
-    allow_unsigned: bool = False,
-    offline: bool = False,
-    reporter: Reporter | None = None,
-) -> WarmReport:
+def warm_from_lock(lock: Lock, *, client: Client) -> WarmReport:
     """Fetch exactly the builds *lock* names (no index, no resolution) and check their digests.
 
-    With *offline*, only checks that the store holds all of it (the error lists what is not).
+    With an offline client, only checks that the store holds all of it (the error lists what
+    is not).
     """
+    from cacheclient.pipeline import Plan  # noqa: PLC0415
+
     started = time.monotonic()
     report = WarmReport(lock=lock, mirrors=tuple(m.url for m in lock.mirrors))
-    reporter = _FailureCounter(reporter, report.mirror_failures)
+    report.count_requests_from_now()
+    client.reporter = _FailureCounter(client.reporter, report.mirror_failures)
     for locked_profile in lock.profiles:
         for spec in locked_profile.specs:
             root = lock.builds.get(spec.root) if spec.root else None
@@ -354,17 +326,9 @@ def warm_from_lock(
                     closure=spec.closure,
                 )
             )
-    records = [lock.builds[h].to_record() for h in lock.all_hashes()]
+    records = tuple(lock.builds[h].to_record() for h in lock.all_hashes())
     try:
-        report.fetch = fetch_from(
-            records,
-            lock.mirrors,
-            store=store,
-            jobs=jobs,
-            allow_unsigned=allow_unsigned,
-            offline=offline,
-            reporter=reporter,
-        )
+        report.fetch = client.fetch(Plan(host=None, resolutions=(), builds=records, externals=()))
         check_against_lock(lock, report.fetch)
     except CacheClientError as exc:
         report.error = exc

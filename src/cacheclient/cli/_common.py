@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
+
+from cacheclient.errors import CacheClientError, StoreError
+
+SCHEMA_VERSION = 1
+"""Version of every ``--json`` document's schema (``schemas/<name>.json``); bumped when a
+field changes meaning or disappears (adding a field keeps the version)."""
 
 
 def add_host_options(parser: argparse.ArgumentParser) -> None:
@@ -73,14 +81,83 @@ def add_fetch_options(parser: argparse.ArgumentParser) -> None:
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, only warnings and errors on stderr"
+    )
 
 
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+@dataclass
+class _JsonState:
+    command: str = "cacheclient"
+    document: dict[str, Any] | None = None
+
+
+_JSON = _JsonState()
+
+
+def begin_command(name: str) -> None:
+    """Name the running command (its ``--json`` schema is ``cacheclient.<name>``)."""
+    _JSON.command = name
+    _JSON.document = None
+
+
+def print_json(data: Any, *, schema: str | None = None) -> None:
+    """Set the command's ``--json`` document; ``cli.main`` prints it once the command ends,
+    with ``schema``/``schema_version`` first and, when the command failed, an ``error``
+    object, so stdout always holds exactly one JSON document."""
+    name = schema or _JSON.command
+    _JSON.document = {"schema": f"cacheclient.{name}", "schema_version": SCHEMA_VERSION, **data}
+
+
+def error_object(exc: CacheClientError, hints: list[str]) -> dict[str, Any]:
+    """The ``error`` member of a failed command's JSON document."""
+    obj: dict[str, Any] = {
+        "exit_code": exc.exit_code,
+        "type": type(exc).__name__,
+        "message": str(exc),
+    }
+    for attr in ("url", "mirror", "key_id", "source", "path"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, str) and value:
+            obj[attr] = value
+    if hints:
+        obj["hints"] = hints
+    return obj
+
+
+def finish_json(error: dict[str, Any] | None) -> None:
+    """Print the command's JSON document (or, when it failed before making one, the error
+    document ``cacheclient.error``) on stdout."""
+    document = _JSON.document
+    _JSON.document = None
+    if document is None:
+        if error is None:
+            return
+        document = {
+            "schema": "cacheclient.error",
+            "schema_version": SCHEMA_VERSION,
+            "command": _JSON.command,
+        }
+    document["error"] = error
+    json.dump(document, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def warn(message: str) -> None:
     """A non-fatal problem the user should see (e.g. a mirror that was skipped), on stderr."""
-    print(f"cacheclient: warning: {message}", file=sys.stderr)
+    logging.getLogger("cacheclient").warning("%s", message)
+
+
+def require_existing_store(root: Any) -> None:
+    """Refuse a store that was never created: checking or cleaning it would report success on
+    nothing (a CI cache that was never restored must not pass silently). Exit 8."""
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(root)
+    if not (path / ".cacheclient").is_dir() and not (path / "blobs").is_dir():
+        what = "does not exist" if not path.exists() else "is not a cacheclient store"
+        raise StoreError(
+            f"store {path} {what} (nothing was ever fetched into it); pass --store DIR or "
+            "set CACHECLIENT_STORE to the store to use"
+        )

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cacheclient.cli._common import add_store_option, print_json
+from cacheclient.cli._common import add_store_option, print_json, require_existing_store
 from cacheclient.cli.render import format_bytes
 from cacheclient.errors import UsageError
 from cacheclient.settings import store_from_option
@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     max_size = parse_size(args.max_size) if args.max_size else None
     older_than = parse_age(args.older_than) if args.older_than else None
     store = store_from_option(getattr(args, "store", None))
+    require_existing_store(store.root)
     report = collect_garbage(
         store, max_size=max_size, older_than=older_than, dry_run=bool(args.dry_run)
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cacheclient.cli._common import add_store_option, print_json
+from cacheclient.cli._common import add_store_option, print_json, require_existing_store
 from cacheclient.errors import UsageError
 from cacheclient.settings import store_from_option
 from cacheclient.trust import KeyInfo, TrustStore, fetch_mirror_keys
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     trust = TrustStore(store.trust_dir)
     action = getattr(args, "keys_action", None)
     if action == "list":
+        require_existing_store(store.root)
         trusted = trust.trusted_keys()
         fetched = [k for k in trust.fetched_keys() if not trust.is_trusted(k.fingerprint)]
         if args.json:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"untrusted {_line(key)}")
         return 0
     if action == "fetch":
-        from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
+        from cacheclient.settings import normalise_mirror  # noqa: PLC0415
 
         keys = fetch_mirror_keys(normalise_mirror(args.mirror), trust)
         if args.json:

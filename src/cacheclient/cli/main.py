@@ -1,4 +1,10 @@
-"""Entry points: parse the command line, run one command, map errors to exit codes."""
+"""Entry points: parse the command line, run one command, map errors to exit codes.
+
+Every command accepts ``-q``, ``-v``/``-vv`` and ``--debug`` before or after its name. Errors
+are printed once, on stderr, as one line (plus the exact commands that fix it, when there are
+some); with ``--json`` stdout also gets one JSON document: the command's result, or an error
+document (``cacheclient.error``) carrying the exit code and the message.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,19 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from cacheclient._version import __version__
-from cacheclient.errors import CacheClientError
+from cacheclient.cli import _common
+from cacheclient.cli.render import configure_output, stop_display, write_diagnostic
+from cacheclient.errors import CacheClientError, VerificationError
 
 __all__ = ["build_parser", "install_from_cache", "main"]
+
+
+def __dir__() -> list[str]:
+    return __all__
+
 
 # One module per command; each defines ``register(subparsers)`` which adds a parser whose
 # default ``func`` takes the parsed namespace and returns an exit code.
@@ -27,40 +40,153 @@ COMMANDS = (
     "install",
     "warm",
     "push",
+    "config",
+    "completion",
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (exit 2) also become a JSON error document when ``--json`` was given."""
+
+    json_requested = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_requested:
+            _common.finish_json(
+                {"exit_code": 2, "type": "UsageError", "message": f"{self.prog}: {message}"}
+            )
+        super().error(message)
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-q -v --debug``; on the top parser they go to ``*_top`` so a subcommand's own
+    default does not overwrite them."""
+    suffix = "_top" if top else ""
+    taken = parser._option_string_actions
+    group = parser.add_argument_group("output") if not top else parser
+    if "-v" not in taken:
+        group.add_argument(
+            "-v",
+            "--verbose",
+            dest=f"verbose{suffix}",
+            action="count",
+            default=0,
+            help="more detail on stderr: -v retries, skipped mirrors, each download; -vv debug",
+        )
+    if "-q" not in taken and "--quiet" not in taken:
+        group.add_argument(
+            "-q",
+            "--quiet",
+            dest=f"quiet{suffix}",
+            action="store_true",
+            help="no progress, only warnings and errors on stderr",
+        )
+    if "--debug" not in taken:
+        group.add_argument(
+            "--debug",
+            dest=f"debug{suffix}",
+            action="store_true",
+            help="show tracebacks for errors (for bug reports)",
+        )
+
+
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: list[argparse.ArgumentParser] = []
+            for child in dict.fromkeys(action.choices.values()):
+                found.extend(_leaves(child))
+            return found
+    return [parser]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cacheclient",
         description="Resolve, fetch, verify and install builds from Spack binary caches.",
     )
     parser.add_argument("--version", action="version", version=f"cacheclient {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show tracebacks for errors (for bug reports)"
-    )
+    _add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
         module = importlib.import_module(f"cacheclient.cli.{name}_cmd")
         module.register(sub)
+    for leaf in _leaves(parser):
+        if leaf is not parser:
+            _add_common_options(leaf, top=False)
     return parser
+
+
+def _flag(args: argparse.Namespace, name: str) -> int:
+    return int(getattr(args, name, 0) or 0) + int(getattr(args, f"{name}_top", 0) or 0)
+
+
+def _command_name(args: argparse.Namespace, prog: str) -> str:
+    command = getattr(args, "command", None) or ("install" if prog != "cacheclient" else prog)
+    action = getattr(args, "keys_action", None)
+    return f"{command}.{action}" if command == "keys" and action else str(command)
+
+
+def _hints(exc: CacheClientError, args: argparse.Namespace) -> list[str]:
+    """The exact commands that fix *exc*, when there are some."""
+    if isinstance(exc, VerificationError) and exc.key_id:
+        store = getattr(args, "store", None)
+        where = f" --store {store}" if store else ""
+        mirror = exc.mirror or "MIRROR"
+        return [
+            f"cacheclient keys fetch {mirror}{where}",
+            f"cacheclient keys trust {_fingerprint_of(exc.key_id, store)}{where}",
+        ]
+    return []
+
+
+def _fingerprint_of(key_id: str, store: str | None) -> str:
+    """The full fingerprint of *key_id* when that key was fetched already, else the key ID."""
+    try:
+        from cacheclient.settings import store_from_option  # noqa: PLC0415
+        from cacheclient.trust import TrustStore  # noqa: PLC0415
+
+        fetched = TrustStore(store_from_option(store).trust_dir).fetched_keys()
+    except (CacheClientError, OSError):
+        return key_id
+    for key in fetched:
+        if key.fingerprint.upper().endswith(key_id.upper()):
+            return key.fingerprint
+    return key_id
 
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False) -> int:
     """Run one command; *program*: this is the process's own command line (not a library
     call), so an interrupt may end the process at once."""
+    _Parser.json_requested = "--json" in argv
+    _common.begin_command("cacheclient")
     args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False)) or bool(os.environ.get("CACHECLIENT_DEBUG"))
+    debug = bool(_flag(args, "debug")) or bool(os.environ.get("CACHECLIENT_DEBUG"))
+    json_output = bool(getattr(args, "json", False))
+    configure_output(
+        verbose=_flag(args, "verbose"), quiet=bool(_flag(args, "quiet")), json_output=json_output
+    )
+    _common.begin_command(_command_name(args, parser.prog))
+    error: dict[str, Any] | None = None
+    code = 0
     try:
-        code: int = args.func(args)
+        code = args.func(args)
     except CacheClientError as exc:
+        stop_display()
         if debug:
             raise
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        hints = _hints(exc, args)
+        write_diagnostic(f"{parser.prog}: error: {exc}")
+        if hints:
+            write_diagnostic("  To trust that key, check its fingerprint with its owner, then run:")
+            for hint in hints:
+                write_diagnostic(f"    {hint}")
+        error = _common.error_object(exc, hints)
+        code = exc.exit_code
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        stop_display()
+        write_diagnostic(f"{parser.prog}: interrupted")
         if program:
             # Download threads may sit in a blocking read: do not wait for them at exit.
             # Every file is consistent at any instant (partial files resume, flocks die
@@ -71,6 +197,14 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        stop_display()
+        configure_output()  # a later in-process call starts from the defaults
+    if json_output:
+        try:
+            _common.finish_json(error)
+        except BrokenPipeError:
+            return code
     return code
 
 
@@ -89,11 +223,10 @@ class _SingleCommand:
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         kwargs.pop("help", None)
-        self.parser = argparse.ArgumentParser(prog=self.prog, **kwargs)
+        self.parser = _Parser(prog=self.prog, **kwargs)
         self.parser.add_argument(
             "--version", action="version", version=f"cacheclient {__version__}"
         )
-        self.parser.add_argument("--debug", action="store_true", help="show tracebacks")
         return self.parser
 
 
@@ -103,6 +236,7 @@ def install_from_cache(argv: Sequence[str] | None = None) -> int:
     importlib.import_module("cacheclient.cli.install_cmd").register(single)
     if single.parser is None:  # pragma: no cover - register() always adds its parser
         raise RuntimeError("install_cmd.register added no parser")
+    _add_common_options(single.parser, top=False)
     return _run(single.parser, sys.argv[1:] if argv is None else argv, program=argv is None)
 
 

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     builds = report["builds"]
-    if "blobs_uploaded" in report:
+    if report["kind"] == "oci":
         print(
             f"pushed {len(builds)} build(s) to {report['destination']}: "
             f"{report['blobs_uploaded']} blob(s) uploaded ({report['bytes_uploaded']} bytes), "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,14 +14,15 @@ from cacheclient.cli._common import (
     print_json,
     warn,
 )
-from cacheclient.errors import NoMatchError, UsageError
+from cacheclient.errors import NoMatchError
 from cacheclient.mirrors.catalogs import load_catalog
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import Resolution, closest_candidates, no_match_message, resolve
 from cacheclient.resolution.spec import parse_requests
-from cacheclient.settings import host_from_args, load_config, store_from_option
+from cacheclient.settings import host_from_args, settings_from_args
+from cacheclient.store import Store
 
-__all__ = ["os_compat_from_args", "register", "run"]
+__all__ = ["register", "run"]
 
 _SHOWN_WHEN_NOTHING_MATCHES = 5
 
@@ -44,15 +43,6 @@ def register(sub: Any) -> None:
     )
     add_output_options(parser)
     parser.set_defaults(func=run)
-
-
-def os_compat_from_args(args: argparse.Namespace) -> str:
-    """``--os-compat`` > ``CACHECLIENT_OS_COMPAT`` > config ``os_compat`` > ``exact``."""
-    value = getattr(args, "os_compat", None) or os.environ.get("CACHECLIENT_OS_COMPAT")
-    value = value or load_config().os_compat or "exact"
-    if value not in ("exact", "libc"):
-        raise UsageError(f"CACHECLIENT_OS_COMPAT must be 'exact' or 'libc', not {value!r}")
-    return value
 
 
 def _print_human(results: Sequence[Resolution], host: HostProfile, explain: bool) -> None:
@@ -88,13 +78,21 @@ def _print_human(results: Sequence[Resolution], host: HostProfile, explain: bool
 
 
 def run(args: argparse.Namespace) -> int:
+    """Pure selection over the sources' metadata: no build's signed metadata is fetched (a
+    page's builds show only themselves as their closure; ``install --dry-run`` shows the
+    closure from the signed specs)."""
     requests = parse_requests(args.specs)
     host = host_from_args(args)
-    os_compat = os_compat_from_args(args)
-    mirrors = list(args.mirror) or ([] if args.metadata else list(load_config().mirrors))
-    store = store_from_option(getattr(args, "store", None)) if mirrors else None
-    catalog = load_catalog(args.metadata, mirrors, store=store, warn=warn)
-    results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
+    settings = settings_from_args(args)
+    os_compat = settings.os_compat
+    mirrors = list(settings.mirrors)
+    store = Store(settings.store) if mirrors else None
+    try:
+        catalog = load_catalog(settings.metadata, mirrors, store=store, warn=warn)
+        results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
+    finally:
+        if store is not None:
+            store.close()
     failed = [r for r in results if r.selected is None]
     if args.json:
         print_json(
@@ -106,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
                 "requests": [r.to_dict() for r in results],
             }
         )
-        for res in failed:
-            print(f"cacheclient: {no_match_message(res)}", file=sys.stderr)
-        return 3 if failed else 0
-    _print_human(results, host, args.explain)
+    else:
+        _print_human(results, host, args.explain)
+    for res in failed[1:]:
+        warn(no_match_message(res))
     if failed:
         raise NoMatchError(no_match_message(failed[0]))
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cacheclient.cli._common import add_store_option, print_json
+from cacheclient.cli._common import add_store_option, print_json, require_existing_store
 from cacheclient.errors import VerificationError
 from cacheclient.settings import store_from_option
 from cacheclient.store import Store, sha256_file
@@ -96,6 +96,7 @@ def verify_store(store: Store, *, repair: bool = False) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     store = store_from_option(getattr(args, "store", None))
+    require_existing_store(store.root)
     report = verify_store(store, repair=bool(args.repair))
     corrupt, broken = report["corrupt"], report["broken_builds"]
     if args.json:
@@ -121,5 +122,8 @@ def run(args: argparse.Namespace) -> int:
             f"(first: {first}); run 'cacheclient verify --repair'"
         )
     if report["in_use_not_removed"]:
-        return 4
+        raise VerificationError(
+            f"{store.root}: {len(report['in_use_not_removed'])} corrupt blob(s) are in use by "
+            "a running process and were kept; run 'cacheclient verify --repair' again later"
+        )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,8 @@ from cacheclient.ci.warm import WarmReport, warm, warm_from_lock
 from cacheclient.cli._common import add_output_options, add_store_option, print_json, warn
 from cacheclient.cli.render import make_reporter
 from cacheclient.errors import UsageError
-from cacheclient.metadata.catalog import Catalog
-from cacheclient.settings import store_from_option
-from cacheclient.store import Store
+from cacheclient.pipeline import Client
+from cacheclient.settings import normalise_mirror, settings_from_args
 
 __all__ = ["register", "run"]
 
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="list specs with no build for a profile but still exit 0",
     )
-    parser.add_argument("--jobs", "-j", type=int, default=8, help="parallel downloads")
+    parser.add_argument("--jobs", "-j", type=int, default=None, help="parallel downloads")
     parser.add_argument(
         "--allow-unsigned", action="store_true", help="accept builds without a verified signature"
     )
@@ -60,14 +60,6 @@ def _read(path: str, what: str) -> str:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"{what} {path}: not UTF-8 text") from None
-
-
-def _catalog(manifest: Any, store: Store, offline: bool) -> Catalog:
-    from cacheclient.cli.fetch_cmd import normalise_mirror  # noqa: PLC0415
-    from cacheclient.mirrors.catalogs import load_catalog  # noqa: PLC0415
-
-    urls = [normalise_mirror(m.url) for m in manifest.mirrors]
-    return load_catalog(manifest.metadata, urls, store=store, offline=offline, warn=warn)
 
 
 def _this_host() -> Profile:
@@ -109,40 +101,36 @@ def _print_human(report: WarmReport, cache_key: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     if bool(args.manifest) == bool(args.from_lock):
         raise UsageError("give either MANIFEST.yaml or --from-lock FILE")
-    store = store_from_option(args.store)
     reporter = make_reporter(json_output=args.json, quiet=args.quiet)
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be a positive integer, not {args.jobs}")
-    try:
-        if args.from_lock:
-            lock = Lock.from_json(_read(args.from_lock, "--from-lock"), args.from_lock)
-            report = warm_from_lock(
-                lock,
-                store=store,
-                jobs=args.jobs,
-                allow_unsigned=args.allow_unsigned,
-                offline=args.offline,
-                reporter=reporter,
-            )
-        else:
-            manifest = parse_manifest_text(_read(args.manifest, "manifest"), args.manifest)
-            profiles = list(manifest.profiles) or [_this_host()]
+    base = settings_from_args(args)
+    if args.from_lock:
+        lock = Lock.from_json(_read(args.from_lock, "--from-lock"), args.from_lock)
+        settings = replace(
+            base,
+            mirrors=tuple(m.url for m in lock.mirrors),
+            unsigned_mirrors=tuple(m.url for m in lock.mirrors if not m.signed),
+        )
+        with Client(settings, reporter=reporter, warn=warn) as client:
+            report = warm_from_lock(lock, client=client)
+    else:
+        manifest = parse_manifest_text(_read(args.manifest, "manifest"), args.manifest)
+        urls = tuple(normalise_mirror(m.url) for m in manifest.mirrors)
+        settings = replace(
+            base,
+            mirrors=urls,
+            metadata=tuple(manifest.metadata),
+            unsigned_mirrors=tuple(
+                normalise_mirror(m.url) for m in manifest.mirrors if not m.signed
+            ),
+            mirror_base=manifest.mirror_base or base.mirror_base,
+        )
+        profiles = list(manifest.profiles) or [_this_host()]
+        with Client(settings, reporter=reporter, warn=warn) as client:
             report = warm(
-                manifest,
-                catalog=_catalog(manifest, store, args.offline),
-                store=store,
-                profiles=profiles,
-                jobs=args.jobs,
-                allow_unsigned=args.allow_unsigned,
-                allow_missing=args.allow_missing,
-                offline=args.offline,
-                mirror_base=manifest.mirror_base,
-                reporter=reporter,
+                manifest, client=client, profiles=profiles, allow_missing=args.allow_missing
             )
-            if args.lock and report.lock is not None and report.error is None:
-                _write_lock(Path(args.lock), report.lock)
-    finally:
-        store.close()
+        if args.lock and report.lock is not None and report.error is None:
+            _write_lock(Path(args.lock), report.lock)
     cache_key = report.lock.cache_key() if report.lock else None
     if args.json:
         print_json(report.to_dict())

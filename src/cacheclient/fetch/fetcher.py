@@ -26,7 +26,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from cacheclient.errors import (
     CacheClientError,
     DownloadError,
     MetadataError,
+    MissingBuildError,
     StoreError,
     VerificationError,
 )
@@ -42,8 +43,6 @@ from cacheclient.fetch.oci_source import OCI_LAYOUT, is_oci_url, oci_from_store,
 from cacheclient.fetch.results import FetchedBlob, FetchedBuild, FetchResult
 from cacheclient.metadata.clearsign import is_clearsigned, split_clearsigned
 from cacheclient.metadata.layout import (
-    INDEX_V2_HASH,
-    INDEX_V3,
     spec_manifest_path,
     v2_specfile_paths,
     v2_tarball_path,
@@ -51,6 +50,7 @@ from cacheclient.metadata.layout import (
 from cacheclient.metadata.manifest import decode_text, parse_manifest
 from cacheclient.metadata.specfile import SpecFile, read_specfile
 from cacheclient.model import BlobRef, BuildRecord
+from cacheclient.resolution.agreement import first_disagreement, signed_record
 from cacheclient.store import Store, StoredBuild
 from cacheclient.transport import (
     DownloadResult,
@@ -67,6 +67,8 @@ __all__ = [
     "FetchResult",
     "FetchedBlob",
     "FetchedBuild",
+    "Fetcher",
+    "PendingBuild",
     "fetch_builds",
     "stack_mirror_url",
 ]
@@ -133,29 +135,39 @@ def _severity(exc: CacheClientError) -> int:
     return len(_SEVERITY)
 
 
-class _Fetcher:
+class Fetcher:
+    """Verifies builds' signed metadata and fetches their blobs into one store, for one run.
+
+    Mirror health (failure counts, which layout a mirror answered with) lasts as long as the
+    object. :meth:`verify` is phase 1 for one build (store first, then the mirrors);
+    :meth:`fetch` runs both phases for many builds in parallel, reusing phase-1 results that a
+    caller (:class:`cacheclient.pipeline.Client`) already has.
+    """
+
     def __init__(
         self,
         *,
         mirrors: Sequence[str],
         store: Store,
-        trust: TrustStore,
-        allow_unsigned: bool,
-        unsigned_mirrors: Collection[str],
-        offline: bool,
-        reporter: Reporter,
-        options: TransportOptions,
-        failure_limit: int,
-        mirror_base: str | None,
+        trust: TrustStore | None = None,
+        allow_unsigned: bool = False,
+        unsigned_mirrors: Collection[str] = (),
+        offline: bool = False,
+        reporter: Reporter | None = None,
+        options: TransportOptions | None = None,
+        failure_limit: int = 3,
+        mirror_base: str | None = None,
+        jobs: int = 8,
     ) -> None:
         self.mirrors = [m.rstrip("/") or m for m in mirrors]
         self.store = store
-        self.trust = trust
+        self.trust = trust or TrustStore(store.trust_dir)
         self.allow_unsigned = allow_unsigned
         self.unsigned_mirrors = {m.rstrip("/") for m in unsigned_mirrors}
         self.offline = offline
-        self.reporter = reporter
-        self.options = options
+        self.reporter = reporter or Reporter()
+        self.jobs = max(1, jobs)
+        self.options = options or options_from_env(pool_size=self.jobs + 2)
         self.health = _Health(limit=failure_limit)
         self.mirror_base = mirror_base
         self.downloaded = 0
@@ -184,23 +196,18 @@ class _Fetcher:
         return not self.allow_unsigned and mirror.rstrip("/") not in self.unsigned_mirrors
 
     def _layouts(self, mirror: str) -> tuple[int, ...]:
-        with self.health.lock:
-            known = self.health.layouts.get(mirror)
-        if known is not None:
-            return known
-        if is_oci_url(mirror):  # a registry: no layout to probe (fetch/oci_source.py)
+        """The layouts to try on *mirror*, the one that answered last first. No index path is
+        probed: a page-driven install must not touch an index (real ones are 80-185 MB)."""
+        if is_oci_url(mirror):  # a registry: one layout (fetch/oci_source.py)
             return (OCI_LAYOUT,)
-        transport = self._transport(mirror)
-        has_v3 = transport.get(join_url(mirror, INDEX_V3)) is not None
-        has_v2 = transport.get(join_url(mirror, INDEX_V2_HASH)) is not None
-        # Without a v3 index, v2 files are probed per build even when index.json.hash is
-        # missing (downloading a large index.json only to detect the layout would be waste).
-        layouts = {(True, True): (3, 2), (True, False): (3,), (False, True): (2,)}.get(
-            (has_v3, has_v2), (3, 2)
-        )
         with self.health.lock:
-            self.health.layouts[mirror] = layouts
-        return layouts
+            return self.health.layouts.get(mirror, (3, 2))
+
+    def _answered(self, mirror: str, layout: int) -> None:
+        with self.health.lock:
+            order = self.health.layouts.get(mirror, (3, 2))
+            if order[0] != layout:
+                self.health.layouts[mirror] = (layout, *(x for x in order if x != layout))
 
     def _verify(self, raw: bytes, url: str, mirror: str) -> tuple[bytes, str | None]:
         if not self._needs_signature(mirror):
@@ -208,7 +215,7 @@ class _Fetcher:
         try:
             return self.trust.verify_clearsigned(raw, url)
         except VerificationError as exc:
-            raise VerificationError(str(exc), url=url, mirror=mirror) from None
+            raise VerificationError(str(exc), url=url, mirror=mirror, key_id=exc.key_id) from None
 
     @staticmethod
     def _label(record: BuildRecord, kind: str) -> str:
@@ -234,7 +241,7 @@ class _Fetcher:
         if store.pin(checksum):
             reporter.download_finished(label, True)
             return self._fetched_blob(kind, blob, mirror, present=True)
-        with store.download_lock(checksum):
+        with store.download_lock(checksum, on_wait=lambda: reporter.waiting(label)):
             if store.pin(checksum):  # another process finished it while we waited
                 reporter.download_finished(label, True)
                 return self._fetched_blob(kind, blob, mirror, present=True)
@@ -314,6 +321,8 @@ class _Fetcher:
 
     @staticmethod
     def _check_root(spec: SpecFile, record: BuildRecord, url: str, mirror: str) -> None:
+        """The signed spec is the build that was asked for, and agrees with the record that
+        selected it (index, page or lock) on every field selection used."""
         if spec.root.hash != record.hash:
             raise VerificationError(
                 f"{url}: the signed spec is {spec.root.name}/{spec.root.hash}, but "
@@ -322,6 +331,19 @@ class _Fetcher:
                 mirror=mirror,
                 expected=record.hash,
                 actual=spec.root.hash,
+            )
+        differs = first_disagreement(record, spec.root)
+        if differs is not None:
+            field, unsigned, signed = differs
+            where = record.source or "the index"
+            raise VerificationError(
+                f"{record.name}/{record.short_hash}: {where} says {field} {unsigned!r}, but "
+                f"the signed spec says {signed!r} ({url}, mirror {mirror}); refusing a "
+                "relabelled build",
+                url=url,
+                mirror=mirror,
+                expected=unsigned,
+                actual=signed,
             )
 
     # -- the store -------------------------------------------------------------------------------
@@ -356,7 +378,7 @@ class _Fetcher:
             self._fetched_blob("tarball", build.tarball, build.mirror, present=True),
         )
         return FetchedBuild(
-            record=record,
+            record=signed_record(record, spec.root),
             spec=spec,
             tarball_path=store.blob_path(build.tarball.checksum),
             tarball=build.tarball,
@@ -379,6 +401,74 @@ class _Fetcher:
             if not self.store.has_blob(ref.checksum)
         ]
         return f"{label} ({', '.join(missing) or 'metadata does not verify'})"
+
+    # -- the public steps --------------------------------------------------------------------------
+    def verify(self, record: BuildRecord) -> FetchedBuild | PendingBuild:
+        """Phase 1 for one build: from the store, or its signed metadata from a mirror.
+
+        :raises MissingBuildError: no mirror has it (or, offline, the store does not: the
+            message then says what is missing).
+        :raises VerificationError: bad signature or checksum, or a relabelled build.
+        """
+        try:
+            return self.plan(record)
+        except _NotHere as exc:
+            raise MissingBuildError(str(exc)) from None
+
+    def verify_all(
+        self, records: Sequence[BuildRecord]
+    ) -> tuple[dict[str, FetchedBuild | PendingBuild], dict[str, CacheClientError]]:
+        """Phase 1 for many builds in parallel: results and errors by hash."""
+        unique = {r.hash: r for r in records}
+        if not self.offline:
+            self.store.ensure()
+        results, errors = _run_all(self, self.verify, unique, self.jobs)
+        return results, {h: e for h, e in errors.items() if isinstance(e, CacheClientError)}
+
+    def fetch(
+        self,
+        records: Sequence[BuildRecord],
+        *,
+        verified: Mapping[str, FetchedBuild | PendingBuild] | None = None,
+    ) -> FetchResult:
+        """Both phases for *records*; phase-1 results in *verified* are reused."""
+        store, reporter = self.store, self.reporter
+        if not self.offline:
+            store.ensure()
+        unique: dict[str, BuildRecord] = {}
+        for record in records:
+            unique.setdefault(record.hash, record)
+        known = dict(verified or {})
+        todo = {h: r for h, r in unique.items() if h not in known}
+        plans, errors = _run_all(self, self.plan, todo, self.jobs)
+        plans.update({h: known[h] for h in unique if h in known})
+        to_download = [
+            p.tarball.size
+            for p in plans.values()
+            if isinstance(p, PendingBuild)
+            and p.tarball.size > 0
+            and not store.has_blob(p.tarball.checksum)
+        ]
+        reporter.starting(len(plans), sum(to_download))
+        results, late = _run_all(self, self.complete, plans, self.jobs)
+        errors.update(late)
+        _finish_run(store, results, offline=self.offline)
+        if errors:
+            _raise_errors(unique, errors, store)
+        items = [results[h] for h in unique]
+        summary = {
+            "builds": len(items),
+            "downloaded_bytes": self.downloaded,
+            "already_present": sum(1 for i in items if i.already_present),
+            "unsigned": sum(1 for i in items if i.signer is None),
+        }
+        reporter.finished(summary)
+        return FetchResult(
+            items=items,
+            store=store.root,
+            downloaded_bytes=self.downloaded,
+            warnings=tuple(self.warnings),
+        )
 
     # -- one build, in two phases --------------------------------------------------------------
     def _over_mirrors(
@@ -410,6 +500,7 @@ class _Fetcher:
                     raise
                 self.health.failed(mirror)
                 errors.append(exc)
+                self.reporter.mirror_failed(mirror, str(exc))
                 self.reporter.candidate_rejected(mirror, str(exc))
             else:
                 if errors:
@@ -427,9 +518,9 @@ class _Fetcher:
                 f"({', '.join(self._order(record)) or 'no mirror given'})"
             )
         where = ", ".join([*skip, *tried])
-        raise DownloadError(f"{label}: not found on any mirror ({where})")
+        raise MissingBuildError(f"{label}: not found on any mirror ({where})")
 
-    def plan(self, record: BuildRecord) -> FetchedBuild | _Plan:
+    def plan(self, record: BuildRecord) -> FetchedBuild | PendingBuild:
         """Phase 1: the build from the store, or its verified metadata from a mirror."""
         try:
             hit = self.from_store(record)
@@ -443,7 +534,7 @@ class _Fetcher:
             raise _NotHere(self.missing_in_store(record))
         return self._over_mirrors(record, lambda mirror: self._plan_on(record, mirror))
 
-    def complete(self, item: FetchedBuild | _Plan) -> FetchedBuild:
+    def complete(self, item: FetchedBuild | PendingBuild) -> FetchedBuild:
         """Phase 2: the tarball; when its mirror fails now, the whole build from another."""
         if isinstance(item, FetchedBuild):
             self.reporter.download_finished(self._label(item.record, "tarball"), True)
@@ -456,6 +547,7 @@ class _Fetcher:
             if isinstance(exc, StoreError):
                 raise
             self.health.failed(item.mirror)
+            self.reporter.mirror_failed(item.mirror, str(exc))
             self.reporter.candidate_rejected(item.mirror, str(exc))
             errors = [exc]
         record = item.record
@@ -466,19 +558,27 @@ class _Fetcher:
             errors=errors,
         )
 
-    def _plan_on(self, record: BuildRecord, mirror: str) -> _Plan:
-        for layout in self._layouts(mirror):
+    def _plan_on(self, record: BuildRecord, mirror: str) -> PendingBuild:
+        layouts = self._layouts(mirror)
+        if record.source is not None and record.source.startswith(f"{mirror}/build_cache/"):
+            layouts = (2, 3)  # listed by this mirror's v2 index: no v3 probe first
+        for layout in layouts:
             try:
-                if layout == 3:
-                    return self._plan_v3(record, mirror)
-                if layout == OCI_LAYOUT:
-                    return plan_oci(self, record, mirror)
-                return self._plan_v2(record, mirror)
+                if layout == OCI_LAYOUT:  # a registry (fetch/oci_source.py)
+                    plan = plan_oci(self, record, mirror)
+                else:
+                    plan = (
+                        self._plan_v3(record, mirror)
+                        if layout == 3
+                        else self._plan_v2(record, mirror)
+                    )
             except _NotHere:
                 continue
+            self._answered(mirror, layout)
+            return plan
         raise _NotHere(mirror)
 
-    def _plan_v3(self, record: BuildRecord, mirror: str) -> _Plan:
+    def _plan_v3(self, record: BuildRecord, mirror: str) -> PendingBuild:
         relative = record.manifest_path or spec_manifest_path(
             record.name, record.version, record.hash
         )
@@ -508,8 +608,8 @@ class _Fetcher:
         except OSError as exc:
             raise StoreError(f"{spec_blob.path}: cannot read: {exc.strerror}") from None
         self._check_root(spec, record, url, mirror)
-        return _Plan(
-            record=record,
+        return PendingBuild(
+            record=signed_record(record, spec.root),
             mirror=mirror,
             layout=3,
             relative=relative,
@@ -521,7 +621,7 @@ class _Fetcher:
             tarball_rel=tarball.path,
         )
 
-    def _plan_v2(self, record: BuildRecord, mirror: str) -> _Plan:
+    def _plan_v2(self, record: BuildRecord, mirror: str) -> PendingBuild:
         try:
             signed_rel, plain_rel = v2_specfile_paths(record)
             tarball_rel = v2_tarball_path(record)
@@ -571,8 +671,8 @@ class _Fetcher:
             checksum=spec_digest,
             size=len(spec_json),
         )
-        return _Plan(
-            record=record,
+        return PendingBuild(
+            record=signed_record(record, spec.root),
             mirror=mirror,
             layout=2,
             relative=relative,
@@ -586,7 +686,7 @@ class _Fetcher:
             tarball_rel=tarball_rel,
         )
 
-    def _complete(self, plan: _Plan) -> FetchedBuild:
+    def _complete(self, plan: PendingBuild) -> FetchedBuild:
         record, mirror = plan.record, plan.mirror
         tar_blob = self._ensure_blob(
             record, "tarball", plan.tarball, mirror, plan.tarball_rel, report=True
@@ -640,7 +740,7 @@ class _Fetcher:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Plan:
+class PendingBuild:
     """A build whose metadata verified on one mirror; only its tarball is still to come."""
 
     record: BuildRecord
@@ -661,7 +761,10 @@ class _Plan:
 
 
 def _run_all(
-    fetcher: _Fetcher, work: Callable[[Any], FetchedBuild | _Plan], items: dict[str, Any], jobs: int
+    fetcher: Fetcher,
+    work: Callable[[Any], FetchedBuild | PendingBuild],
+    items: dict[str, Any],
+    jobs: int,
 ) -> tuple[dict[str, Any], dict[str, BaseException]]:
     """Run *work* over *items* on a pool; results and errors by hash. Ctrl-C stops downloads."""
     results: dict[str, Any] = {}
@@ -710,55 +813,25 @@ def fetch_builds(
     :param trust: the trusted keys (default: the store's own trust directory).
     :param unsigned_mirrors: mirrors configured ``signed: false``.
     :param mirror_base: base URL for cache.spack.io stack names in ``record.stacks``.
-    :raises VerificationError: a signature or checksum failed on every mirror that had the build.
+    :raises VerificationError: a signature or checksum failed on every mirror that had the build,
+        or the signed spec disagrees with the record that selected it.
     :raises DownloadError: no mirror could provide a build, or ``offline`` and it is missing
         (the message lists exactly what is missing).
     """
-    reporter = reporter or Reporter()
-    if not offline:
-        store.ensure()
-    unique: dict[str, BuildRecord] = {}
-    for record in records:
-        unique.setdefault(record.hash, record)
-    options = transport_options or options_from_env(pool_size=max(jobs, 1) + 2)
-    fetcher = _Fetcher(
+    fetcher = Fetcher(
         mirrors=mirrors,
         store=store,
-        trust=trust or TrustStore(store.trust_dir),
+        trust=trust,
         allow_unsigned=allow_unsigned,
         unsigned_mirrors=unsigned_mirrors,
         offline=offline,
         reporter=reporter,
-        options=options,
+        options=transport_options,
         failure_limit=failure_limit,
         mirror_base=mirror_base,
+        jobs=jobs,
     )
-    plans, errors = _run_all(fetcher, fetcher.plan, dict(unique), jobs)
-    to_download = [
-        p.tarball.size
-        for p in plans.values()
-        if isinstance(p, _Plan) and p.tarball.size > 0 and not store.has_blob(p.tarball.checksum)
-    ]
-    reporter.starting(len(plans), sum(to_download))
-    results, late = _run_all(fetcher, fetcher.complete, plans, jobs)
-    errors.update(late)
-    _finish_run(store, results, offline=offline)
-    if errors:
-        _raise_errors(unique, errors, store)
-    items = [results[h] for h in unique]
-    summary = {
-        "builds": len(items),
-        "downloaded_bytes": fetcher.downloaded,
-        "already_present": sum(1 for i in items if i.already_present),
-        "unsigned": sum(1 for i in items if i.signer is None),
-    }
-    reporter.finished(summary)
-    return FetchResult(
-        items=items,
-        store=store.root,
-        downloaded_bytes=fetcher.downloaded,
-        warnings=tuple(fetcher.warnings),
-    )
+    return fetcher.fetch(records)
 
 
 def _finish_run(store: Store, results: dict[str, FetchedBuild], *, offline: bool) -> None:

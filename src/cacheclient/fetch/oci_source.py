@@ -35,12 +35,13 @@ from cacheclient.metadata.oci_image import (
 )
 from cacheclient.metadata.specfile import MAX_SPEC_BYTES
 from cacheclient.model import BlobRef, BuildRecord
+from cacheclient.resolution.agreement import signed_record
 from cacheclient.store import StoredBuild
 from cacheclient.transport import join_url
 from cacheclient.transport.oci import is_oci_url
 
 if TYPE_CHECKING:
-    from cacheclient.fetch.fetcher import _Fetcher, _Plan
+    from cacheclient.fetch.fetcher import Fetcher, PendingBuild
 
 __all__ = ["OCI_LAYOUT", "is_oci_url", "manifest_store_path", "oci_from_store", "plan_oci"]
 
@@ -74,9 +75,9 @@ def _pinned_manifest(record: BuildRecord) -> BlobRef | None:
     return None
 
 
-def plan_oci(fetcher: _Fetcher, record: BuildRecord, mirror: str) -> _Plan:
+def plan_oci(fetcher: Fetcher, record: BuildRecord, mirror: str) -> PendingBuild:
     """Phase 1 on an OCI mirror: the manifest, then the config blob (the spec), verified."""
-    from cacheclient.fetch.fetcher import _NotHere, _Plan  # noqa: PLC0415 - cycle
+    from cacheclient.fetch.fetcher import PendingBuild, _NotHere  # noqa: PLC0415 - cycle
 
     if fetcher._needs_signature(mirror):
         raise _unsigned_refused(record, mirror)
@@ -128,8 +129,8 @@ def plan_oci(fetcher: _Fetcher, record: BuildRecord, mirror: str) -> _Plan:
         mirror=mirror,
         already_present=present,
     )
-    return _Plan(
-        record=record,
+    return PendingBuild(
+        record=signed_record(record, spec.root),
         mirror=mirror,
         layout=OCI_LAYOUT,
         relative=relative,
@@ -149,7 +150,7 @@ def plan_oci(fetcher: _Fetcher, record: BuildRecord, mirror: str) -> _Plan:
 
 
 def oci_from_store(
-    fetcher: _Fetcher, record: BuildRecord, build: StoredBuild
+    fetcher: Fetcher, record: BuildRecord, build: StoredBuild
 ) -> FetchedBuild | None:
     """A stored build that came from an OCI mirror, re-checked: the manifest's digest, its
     config and last layer against the store's record, the spec's root hash. ``None`` when
@@ -187,7 +188,7 @@ def oci_from_store(
         fetcher._fetched_blob("tarball", build.tarball, build.mirror, present=True),
     )
     return FetchedBuild(
-        record=record,
+        record=signed_record(record, spec.root),
         spec=spec,
         tarball_path=store.blob_path(build.tarball.checksum),
         tarball=build.tarball,

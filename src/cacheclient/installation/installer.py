@@ -137,6 +137,8 @@ class InstallResult:
     builds: tuple[InstalledBuild, ...] = ()
     externals: tuple[ExternalCheck, ...] = ()
     warnings: tuple[str, ...] = ()
+    requests: Mapping[str, Path] = field(default_factory=dict)
+    """Each request (as given) and the prefix of the build selected for it."""
 
     @property
     def installed(self) -> list[InstalledBuild]:
@@ -155,6 +157,7 @@ class InstallResult:
             "builds": [b.to_dict() for b in self.builds],
             "externals": [e.to_dict() for e in self.externals],
             "warnings": list(self.warnings),
+            "requests": {k: str(v) for k, v in self.requests.items()},
         }
 
 

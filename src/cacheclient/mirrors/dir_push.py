@@ -59,6 +59,7 @@ class DirPushReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": "directory",
             "destination": self.destination,
             "builds": self.builds,
             "files_written": self.files_written,

@@ -387,17 +387,23 @@ def open_mirrors(
     """The catalogs of every mirror in *urls* that can be read.
 
     One unreachable or broken mirror does not fail the job while another can be read: it is
-    reported through *warn* and left out. When none can be read, the first error is raised.
+    reported through *warn* and left out. When none can be read, the first error is raised
+    (and not also reported as a warning: a person reads it once).
     """
     catalogs: list[Catalog] = []
     errors: list[CacheClientError] = []
+    failed: list[str] = []
     for url in urls:
         try:
             catalogs.append(open_mirror(url, store=store, offline=offline))
         except (DownloadError, MetadataError, VerificationError) as exc:
             errors.append(exc)
-            if warn is not None:
-                warn(f"mirror skipped: {exc}")
+            failed.append(url)
+    skipped = [(u, e) for u, e in zip(failed, errors, strict=True)][0 if catalogs else 1 :]
+    if warn is not None:
+        for url, failure in skipped:
+            text = str(failure)
+            warn(f"mirror skipped: {text}" if url in text else f"mirror {url} skipped: {text}")
     if errors and not catalogs:
         raise errors[0]
     return catalogs

@@ -112,6 +112,7 @@ class PushReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": "oci",
             "destination": self.destination,
             "builds": [b.to_dict() for b in self.builds],
             "blobs_uploaded": self.blobs_uploaded,

@@ -415,6 +415,22 @@ def _records_for(req: Request, catalog: CatalogLike) -> list[BuildRecord]:
     return _dedupe(catalog.by_name(req.name))
 
 
+_LISTED_PREFIXES = 8
+
+
+def _no_prefix_note(req: Request, catalog: CatalogLike) -> str:
+    """``no build of demo-tool has hash prefix zzzzzzz (builds: k6pbkms, vwaicym)``."""
+    prefix = req.hash_prefix or ""
+    if req.name is None:
+        return f"no build has hash prefix {prefix} in {catalog.source}"
+    builds = [r for r in _dedupe(catalog.by_name(req.name)) if r.installable]
+    if not builds:
+        return f"no build named {req.name} in {catalog.source}"
+    shown = [f"{r.short_hash} ({r.version}, {r.target})" for r in builds[:_LISTED_PREFIXES]]
+    more = f", and {len(builds) - _LISTED_PREFIXES} more" if len(builds) > _LISTED_PREFIXES else ""
+    return f"no build of {req.name} has hash prefix {prefix} (builds: {', '.join(shown)}{more})"
+
+
 def _resolve_one(
     req: Request,
     catalog: CatalogLike,
@@ -451,9 +467,11 @@ def _resolve_one(
                 f"{len(records)} record(s) match but all are dependency-only or external "
                 "(no binary in the cache)"
             )
+        elif req.hash_prefix is not None:
+            note = _no_prefix_note(req, catalog)
         else:
             near = difflib.get_close_matches(req.name or "", catalog.names(), n=3)
-            note = f"no build named {req.name or '/' + (req.hash_prefix or '')} in {catalog.source}"
+            note = f"no build named {req.name} in {catalog.source}"
             if near:
                 note += f"; did you mean {', '.join(near)}?"
     if found is None:

@@ -36,7 +36,7 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,10 +354,16 @@ class Store:
         return self.blob_path(checksum).is_file()
 
     @contextlib.contextmanager
-    def download_lock(self, checksum: str) -> Iterator[None]:
-        """Hold the per-blob download lock (other processes wanting the blob wait here)."""
+    def download_lock(
+        self, checksum: str, *, on_wait: Callable[[], None] | None = None
+    ) -> Iterator[None]:
+        """Hold the per-blob download lock (other processes wanting the blob wait here);
+        *on_wait* is called once when another process holds it, before waiting."""
         lock = _FileLock(self._lock_path(checksum, "dl"))
-        lock.acquire()
+        if not lock.acquire(blocking=False):
+            if on_wait is not None:
+                on_wait()
+            lock.acquire()
         try:
             yield
         finally:

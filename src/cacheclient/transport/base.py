@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import logging
 import random
 import threading
 import time
@@ -126,11 +127,18 @@ class Stream(Protocol):
 
 
 class _Transient(Exception):
-    """A failure worth retrying (connection error, 429, 5xx)."""
+    """A failure worth retrying (connection error, 429, 5xx).
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    *standalone*: the message names the host already (``cannot connect to host:port: ...``),
+    so the final error does not repeat the URL.
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, standalone: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.standalone = standalone
         self.progressed = False
         """Set when a download stored new bytes before failing (the next try resumes)."""
 
@@ -163,7 +171,9 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _retrying(options: TransportOptions, *, retry_not_found: bool) -> tenacity.Retrying:
+def _retrying(
+    options: TransportOptions, *, retry_not_found: bool, url: str = ""
+) -> tenacity.Retrying:
     def should_retry(state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _NotFound):
@@ -186,9 +196,32 @@ def _retrying(options: TransportOptions, *, retry_not_found: bool) -> tenacity.R
         base = min(options.backoff * growth, options.backoff_max)
         return min(base + random.uniform(0, base), options.backoff_max)  # noqa: S311
 
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        what = str(exc) if getattr(exc, "standalone", False) else f"{url}: {exc}"
+        _LOG.info("%s; retrying in %.1f s (try %d failed)", what, delay, state.attempt_number)
+
     return tenacity.Retrying(
-        retry=should_retry, wait=wait, sleep=options.sleep, reraise=True, stop=tenacity.stop_never
+        retry=should_retry,
+        wait=wait,
+        sleep=options.sleep,
+        reraise=True,
+        stop=tenacity.stop_never,
+        before_sleep=before_sleep,
     )
+
+
+_LOG = logging.getLogger("cacheclient.transport")
+
+
+def _gave_up(url: str, exc: _Transient, tries: int, started: float) -> DownloadError:
+    """The one error a person reads when the retries are spent: what failed, how often, how
+    long (``cannot connect to 127.0.0.1:9: connection refused (3 attempts in 10 s)``)."""
+    seconds = time.monotonic() - started
+    spent = f" ({tries} attempts in {seconds:.0f} s)" if tries > 1 else ""
+    text = f"{exc}{spent}" if exc.standalone else f"{url}: {exc}{spent}"
+    return DownloadError(text, url=url)
 
 
 _requests_made: dict[str, int] = {}
@@ -263,15 +296,17 @@ class Transport:
         retry_not_found: bool = False,
     ) -> Fetched | None:
         """GET *url* whole; with *etag*/*last_modified* a 304 comes back as ``status=304``."""
+        tries, started = 0, time.monotonic()
         try:
-            for attempt in _retrying(self.options, retry_not_found=retry_not_found):
+            for attempt in _retrying(self.options, retry_not_found=retry_not_found, url=url):
                 with attempt:
+                    tries += 1
                     _count_request(url)
                     return self._get(url, etag, last_modified)
         except _NotFound:
             return None
         except _Transient as exc:
-            raise DownloadError(f"{url}: {exc}", url=url) from None
+            raise _gave_up(url, exc, tries, started) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read(self, url: str, *, retry_not_found: bool = False) -> bytes | None:
@@ -297,15 +332,17 @@ class Transport:
         Failures that survive the retries raise :class:`DownloadError` and keep the partial file
         for a later resume.
         """
+        tries, started = 0, time.monotonic()
         try:
-            for attempt in _retrying(self.options, retry_not_found=retry_not_found):
+            for attempt in _retrying(self.options, retry_not_found=retry_not_found, url=url):
                 with attempt:
+                    tries += 1
                     _count_request(url)
                     return self._download_once(url, partial, expected_size, progress)
         except _NotFound:
             return None
         except _Transient as exc:
-            raise DownloadError(f"{url}: {exc}", url=url) from None
+            raise _gave_up(url, exc, tries, started) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _download_once(

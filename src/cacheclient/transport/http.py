@@ -5,6 +5,11 @@ Registered for both schemes by :mod:`cacheclient.transport`.
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
+import urllib.parse
+
 import requests
 import requests.adapters
 
@@ -96,7 +101,7 @@ class HttpTransport(Transport):
         try:
             response = self.session.get(url, headers=headers, timeout=self._timeout, stream=stream)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"connection failed: {_short(exc)}") from None
+            raise _Transient(_connection_failure(url, exc, self.options), standalone=True) from None
         except requests.exceptions.ChunkedEncodingError as exc:  # body cut (stream=False)
             raise _Transient(f"transfer interrupted: {_short(exc)}") from None
         except requests.RequestException as exc:
@@ -156,6 +161,47 @@ class HttpTransport(Transport):
             response.close()
             raise DownloadError(f"{url}: unexpected HTTP 304", url=url)
         return _HttpStream(url, response, start)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """*exc* and what it wraps (``__cause__``, ``__context__``, exception arguments, urllib3's
+    ``reason``), breadth first."""
+    seen: list[BaseException] = []
+    queue = [exc]
+    while queue and len(seen) < 20:
+        item = queue.pop(0)
+        if any(item is s for s in seen):
+            continue
+        seen.append(item)
+        nested = [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+        queue.extend(n for n in nested if isinstance(n, BaseException))
+    return seen
+
+
+def _connection_failure(url: str, exc: BaseException, options: TransportOptions) -> str:
+    """``cannot connect to HOST:PORT: connection refused`` and its kin, from the exception
+    chain (urllib3's own text is long and repeats the URL)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = f"{parts.hostname or '?'}:{port}"
+    chain = _causes(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"cannot connect to {host}: no answer within {options.connect_timeout:g} s"
+    if isinstance(exc, requests.exceptions.ReadTimeout) or any(
+        isinstance(c, (socket.timeout, TimeoutError)) for c in chain
+    ):
+        return f"{host}: no data for {options.read_timeout:g} s"
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = cause.verify_message or "certificate verification failed"
+            return f"cannot connect to {host}: TLS certificate not accepted: {detail}"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot connect to {host}: host name not found"
+        if isinstance(cause, (ConnectionResetError, http.client.RemoteDisconnected)):
+            return f"connection to {host} lost: closed by the server"
+        if isinstance(cause, OSError) and cause.errno and cause.strerror:
+            return f"cannot connect to {host}: {cause.strerror[:1].lower()}{cause.strerror[1:]}"
+    return f"cannot connect to {host}: {_short(exc)}"
 
 
 def _short(exc: BaseException) -> str:
