@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         hashes = select_builds(store, specs=args.specs, lock=lock, everything=bool(args.all))
 
         def progress(message: str) -> None:
-            if not args.quiet and not args.json:
-                print(message, file=sys.stderr)
+            if not args.json:  # one result line per build, on stdout
+                print(message, flush=True)
 
         report = push(
             store,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import logging
 import random
 import threading
 import time
@@ -63,6 +64,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
+_LOG = logging.getLogger("cacheclient.push")
 INDEX_ROUNDS = 8
 """How many times the index is re-read and merged before giving up."""
 
@@ -288,7 +290,7 @@ class _Pusher:
                 nodes, held = self._read_index()
             except (MetadataError, VerificationError) as exc:
                 # A broken index is rebuilt from the tags (every build tag is "missing").
-                self.progress(f"index.spack unreadable, rebuilding it from the tags: {exc}")
+                _LOG.warning("index.spack unreadable, rebuilding it from the tags: %s", exc)
                 nodes, held = {}, set()
             missing: dict[str, list[dict[str, Any]]] = {
                 h: n for h, n in ours.items() if h not in held
