@@ -226,6 +226,24 @@ class TestDirectory:
         assert _tool_runs(root).startswith("demo-tool 1.0.0")
         assert main(["resolve", "demo-zlib@1.2.13", "--mirror", str(disk), *HOST]) == 0
 
+    def test_builds_fetched_from_a_registry_go_to_a_directory_and_another_registry(
+        self, registry_factory: MakeRegistry, tmp_path: Path
+    ) -> None:
+        spack = registry_factory(spack_cache=True, readonly=True)
+        store = tmp_path / "s"
+        fetch = ["fetch", "demo-tool@1.0.0", "--mirror", spack.url(), *HOST, "--allow-unsigned"]
+        assert main([*fetch, "--store", str(store), "-q"]) == 0
+        disk = tmp_path / "disk"
+        assert main(["push", str(disk), "--all", "--store", str(store), "-q"]) == 0
+        other = registry_factory()
+        assert main(["push", other.url("copy/cache"), "--all", "--store", str(store), "-q"]) == 0
+        for source in (str(disk), other.url("copy/cache")):
+            root = tmp_path / f"root-{len(source)}"
+            args = ["install", "demo-tool@1.0.0", "--mirror", source, *HOST, "--allow-unsigned"]
+            args += ["--store", str(tmp_path / f"fresh-{len(source)}"), "--root", str(root)]
+            assert main([*args, "-q"]) == 0
+            assert _tool_runs(root).startswith("demo-tool 1.0.0")
+
     def test_missing_dependency_is_a_store_error_and_nothing_is_pushed(
         self, warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
