@@ -558,8 +558,10 @@ def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeR
     def make(*, spack_cache: bool = False, **options: Any) -> RegistryServer:
         work = tmp_path_factory.mktemp("registry")
         storage = work / "storage"
-        if spack_cache:
-            shutil.copytree(SPACK_OCI / "registry", storage)
+        if spack_cache:  # writable even when the checkout is not (the registry writes)
+            shutil.copytree(SPACK_OCI / "registry", storage, copy_function=shutil.copyfile)
+            for path in [storage, *storage.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)
         server = RegistryServer(work, storage, **options).start()
         started.append(server)
         return server
