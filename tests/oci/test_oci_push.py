@@ -244,6 +244,32 @@ class TestDirectory:
             assert main([*args, "-q"]) == 0
             assert _tool_runs(root).startswith("demo-tool 1.0.0")
 
+    def test_a_damaged_store_is_not_spread(
+        self, warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import shutil
+
+        store = tmp_path / "store"
+        shutil.copytree(warmed, store)
+        zlib = "ybmvd3uhpbh7s2m74uv3dvqdkpg5obwd"
+        record_path = store / ".cacheclient" / "builds" / f"{zlib}.json"
+        record = json.loads(record_path.read_text())
+        blob = store / "blobs" / "sha256" / record["tarball"]["checksum"][:2]
+        blob = blob / record["tarball"]["checksum"]
+        blob.chmod(0o644)
+        data = bytearray(blob.read_bytes())
+        data[100] ^= 1
+        blob.write_bytes(bytes(data))
+        disk = tmp_path / "disk"
+        assert main(["push", str(disk), f"/{zlib}", "--store", str(store)]) == 8
+        assert "damaged" in capsys.readouterr().err
+        assert not list(disk.rglob(record["tarball"]["checksum"]))
+        record["tarball"]["checksum"] = "../../../../escape"
+        record_path.write_text(json.dumps(record))
+        assert main(["push", str(disk), f"/{zlib}", "--store", str(store)]) == 8
+        assert "damaged" in capsys.readouterr().err
+        assert not (tmp_path / "escape").exists()
+
     def test_missing_dependency_is_a_store_error_and_nothing_is_pushed(
         self, warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cacheclient.errors import MetadataError, StoreError, UsageError
 from cacheclient.metadata.layout import INDEX_V3, LAYOUT_JSON, blob_path, spec_manifest_path
@@ -90,6 +90,22 @@ def _record(blob: BlobRef) -> dict[str, Any]:
     }
 
 
+def _copy(out: IO[bytes], source: Path | None, data: bytes | None) -> str:
+    """Write *source*'s bytes (or *data*) to *out*, fsynced; their sha256."""
+    digest = hashlib.sha256()
+    if source is not None:
+        with open(source, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    else:
+        digest.update(data or b"")
+        out.write(data or b"")
+    out.flush()
+    os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
 class _Writer:
     def __init__(self, root: Path, report: DirPushReport) -> None:
         self.root = root
@@ -102,38 +118,42 @@ class _Writer:
         *,
         source: Path | None = None,
         replace: bool = True,
+        expect: str | None = None,
     ) -> bool:
-        """Write a file atomically; False when *replace* is off and it exists already."""
+        """Write a file atomically; False when *replace* is off and it exists already. With
+        *expect*, the bytes must hash to that sha256 (a damaged store copy is not spread)."""
         target = self.root / relative
         if not replace and target.is_file():
             return False
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-push-")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    if source is not None:
-                        with open(source, "rb") as handle:
-                            while chunk := handle.read(1 << 20):
-                                out.write(chunk)
-                    else:
-                        out.write(data or b"")
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
         except OSError as exc:
             raise StoreError(f"{target}: cannot write: {exc.strerror or exc}") from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                actual = _copy(out, source, data)
+            if expect is None or actual == expect:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+        except OSError as exc:
+            raise StoreError(f"{target}: cannot write: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # gone already when it was renamed into place
+        if expect is not None and actual != expect:
+            raise StoreError(
+                f"{source or relative}: sha256 {actual}, not {expect}: the store's copy is "
+                "damaged (run `cacheclient verify --repair`)"
+            )
         self.report.files_written += 1
         self.report.bytes_written += target.stat().st_size
         return True
 
     def blob(self, blob: BlobRef, *, data: bytes | None = None, source: Path | None = None) -> None:
-        self.write(blob_path(blob.checksum), data, source=source, replace=False)
+        self.write(
+            blob_path(blob.checksum), data, source=source, replace=False, expect=blob.checksum
+        )
 
 
 @contextlib.contextmanager

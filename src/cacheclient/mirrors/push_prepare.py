@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,20 @@ class PreparedBuild:
     @property
     def label(self) -> str:
         return f"{self.build.name}@{self.build.version}/{self.build.hash[:7]}"
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_record(store: Store, build: StoredBuild) -> None:
+    """The store's record of a build is data on disk, untrusted like any: its digests must be
+    digests (they become paths and URLs)."""
+    for blob in (build.tarball, build.spec_blob):
+        if blob.checksum_algorithm != "sha256" or not _HEX64.match(blob.checksum):
+            raise StoreError(
+                f"{store.root}: the record of {build.name}/{build.hash} is damaged "
+                f"(checksum {blob.checksum!r:.80}); run `cacheclient verify --repair`"
+            )
 
 
 def _spec_of(store: Store, build: StoredBuild) -> tuple[SpecFile, dict[str, Any]]:
@@ -100,6 +115,7 @@ def prepare(store: Store, dag_hash: str) -> PreparedBuild:
     build = store.load_build(dag_hash)
     if build is None:
         raise StoreError(f"{store.root}: build {dag_hash} is not in the store (fetch it first)")
+    _check_record(store, build)
     spec, document = _spec_of(store, build)
     layers: list[tuple[BuildRecord, BlobRef]] = []
     for node in _closure(spec):
@@ -114,6 +130,7 @@ def prepare(store: Store, dag_hash: str) -> PreparedBuild:
                 f"{store.root}: cannot push {build.name}@{build.version}/{build.hash[:7]}: "
                 f"{what} is not in the store (warm or fetch it first)"
             )
+        _check_record(store, stored)
         layers.append((node, stored.tarball))
     return PreparedBuild(build=build, spec=spec, document=document, layers=tuple(layers))
 
