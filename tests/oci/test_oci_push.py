@@ -245,7 +245,11 @@ class TestDirectory:
             assert _tool_runs(root).startswith("demo-tool 1.0.0")
 
     def test_a_damaged_store_is_not_spread(
-        self, warmed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        self,
+        warmed: Path,
+        registry_factory: MakeRegistry,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         import shutil
 
@@ -264,6 +268,10 @@ class TestDirectory:
         assert main(["push", str(disk), f"/{zlib}", "--store", str(store)]) == 8
         assert "damaged" in capsys.readouterr().err
         assert not list(disk.rglob(record["tarball"]["checksum"]))
+        server = registry_factory()
+        assert main(["push", server.url("x/y"), f"/{zlib}", "--store", str(store)]) == 8
+        assert "damaged" in capsys.readouterr().err
+        assert not [r for r in server.requests() if r.method in ("PUT", "POST")]
         record["tarball"]["checksum"] = "../../../../escape"
         record_path.write_text(json.dumps(record))
         assert main(["push", str(disk), f"/{zlib}", "--store", str(store)]) == 8

@@ -175,13 +175,14 @@ class _Pusher:
     def diff_id(self, blob: BlobRef) -> str:
         found = self._diff_ids.get(blob.checksum)
         if found is None:
-            found = uncompressed_digest(self.store.blob_path(blob.checksum))
+            found = uncompressed_digest(self.store.blob_path(blob.checksum), blob.checksum)
             self._diff_ids[blob.checksum] = found
         return found
 
     def push_build(self, prepared: PreparedBuild) -> PushedBuild:
         uploaded = skipped = sent = 0
         layers = [blob for _node, blob in prepared.layers]
+        diff_ids = [self.diff_id(blob) for blob in layers]  # reads and checks every layer
         for blob in layers:
             path = self.store.blob_path(blob.checksum)
             if self._push_once(f"sha256:{blob.checksum}", blob.size, path):
@@ -192,7 +193,7 @@ class _Pusher:
         config = build_config(
             prepared.document,
             architecture=_architecture(prepared.record.target),
-            diff_ids=[self.diff_id(blob) for blob in layers],
+            diff_ids=diff_ids,
             tarball=layers[-1],
         )
         config_ref = BlobRef(

@@ -135,13 +135,19 @@ def prepare(store: Store, dag_hash: str) -> PreparedBuild:
     return PreparedBuild(build=build, spec=spec, document=document, layers=tuple(layers))
 
 
-def uncompressed_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a gzip file's uncompressed content (an OCI ``diff_id``)."""
+def uncompressed_digest(path: Path, expect: str | None = None) -> str:
+    """``sha256:<hex>`` of a gzip file's uncompressed content (an OCI ``diff_id``); with
+    *expect*, the file itself must hash to that sha256 (both come from one read).
+
+    :raises StoreError: unreadable, or not the expected bytes (a damaged store copy).
+    """
     digest = hashlib.sha256()
+    whole = hashlib.sha256()
     inflater = zlib.decompressobj(wbits=31)
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 20):
+                whole.update(chunk)
                 digest.update(inflater.decompress(chunk))
                 while inflater.eof and inflater.unused_data:  # concatenated gzip members
                     rest = inflater.unused_data
@@ -149,7 +155,16 @@ def uncompressed_digest(path: Path) -> str:
                     digest.update(inflater.decompress(rest))
             digest.update(inflater.flush())
     except zlib.error as exc:
+        if expect is not None and whole.hexdigest() != expect:
+            raise StoreError(
+                f"{path}: the store's copy is damaged (run `cacheclient verify --repair`)"
+            ) from None
         raise MetadataError(str(path), "", f"not a gzip tarball: {exc}") from None
     except OSError as exc:
         raise StoreError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if expect is not None and whole.hexdigest() != expect:
+        raise StoreError(
+            f"{path}: sha256 {whole.hexdigest()}, not {expect}: the store's copy is damaged "
+            "(run `cacheclient verify --repair`)"
+        )
     return f"sha256:{digest.hexdigest()}"
