@@ -209,4 +209,4 @@ def test_inspect_a_registry(
     assert main(["inspect", server.url()]) == 0
     assert "layout: oci" in capsys.readouterr().out
     assert main(["keys", "fetch", server.url(), "--store", str(server.work / "s")]) == 7
-    assert "publishes no keys" in capsys.readouterr().err
+    assert "does not sign OCI build caches" in capsys.readouterr().err
