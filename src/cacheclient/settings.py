@@ -11,7 +11,8 @@ Location: ``CACHECLIENT_CONFIG`` if set, else ``<user config dir>/cacheclient/co
     target: x86_64_v3
     libc: glibc@2.39
     os_compat: libc
-    mirrors: [https://binaries.spack.io/develop]
+    mirrors: [https://binaries.spack.io/develop]   # or Spack's {name: url | {fetch:, signed:}}
+    spack_mirrors: ~/.spack/mirrors.yaml            # and/or Spack's own file, read as is
     store: ~/spack-store
     mirror_base: https://binaries.spack.io/develop
     jobs: 8
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import yaml
 
 from cacheclient.errors import ConfigError, UsageError
 from cacheclient.fetch import DEFAULT_MIRROR_BASE
@@ -66,7 +66,7 @@ def __dir__() -> list[str]:
 
 
 _STRING_KEYS = ("platform", "os", "target", "libc", "os_compat", "store", "mirror_base")
-_KEYS = frozenset({*_STRING_KEYS, "mirrors", "jobs"})
+_KEYS = frozenset({*_STRING_KEYS, "mirrors", "spack_mirrors", "jobs"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -80,6 +80,8 @@ class Config:
     libc: str | None = None
     os_compat: str | None = None
     mirrors: tuple[str, ...] = ()
+    unsigned_mirrors: tuple[str, ...] = ()
+    """Mirrors configured ``signed: false`` (their builds need no signature)."""
     store: str | None = None
     mirror_base: str | None = None
     jobs: int | None = None
@@ -94,6 +96,8 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
 
 def parse_config(text: str, source: str) -> Config:
     """Parse the YAML *text* of a configuration file named *source*."""
+    import yaml  # noqa: PLC0415 - only when there is a configuration file (fast startup)
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -120,14 +124,7 @@ def parse_config(text: str, source: str) -> Config:
                 values[key] = data[key]
     if values.get("os_compat") not in (None, "exact", "libc"):
         problems.append(f"os_compat: must be 'exact' or 'libc', not {values['os_compat']!r}")
-    mirrors = data.get("mirrors")
-    if mirrors is not None:
-        if isinstance(mirrors, str):
-            mirrors = [mirrors]
-        if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
-            problems.append("mirrors: must be a list of URLs")
-        else:
-            values["mirrors"] = tuple(mirrors)
+    values.update(_mirrors(data, source, problems))
     jobs = data.get("jobs")
     if jobs is not None:
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -137,6 +134,35 @@ def parse_config(text: str, source: str) -> Config:
     if problems:
         raise ConfigError(source, problems)
     return Config(source=source, **values)
+
+
+def _mirrors(data: Mapping[str, Any], source: str, problems: list[str]) -> dict[str, Any]:
+    """``mirrors:`` in any accepted spelling, then the mirrors of ``spack_mirrors: FILE``
+    (a path relative to the configuration file's folder)."""
+    from cacheclient.mirrors.spackconfig import (  # noqa: PLC0415
+        load_spack_mirrors,
+        parse_mirror_list,
+    )
+
+    entries = []
+    if data.get("mirrors") is not None:
+        found, bad = parse_mirror_list(data["mirrors"], "mirrors")
+        entries += found
+        problems += bad
+    spack_file = data.get("spack_mirrors")
+    if spack_file is not None:
+        if not isinstance(spack_file, str):
+            problems.append("spack_mirrors: must be the path of a Spack mirrors.yaml")
+        else:
+            path = Path(spack_file).expanduser()
+            found, bad = load_spack_mirrors(Path(source).parent / path)
+            entries += found
+            problems += [f"spack_mirrors: {p}" for p in bad]
+    if not entries:
+        return {}
+    urls = tuple(dict.fromkeys(e.url for e in entries))
+    unsigned = tuple(dict.fromkeys(e.url for e in entries if not e.signed))
+    return {"mirrors": urls, "unsigned_mirrors": unsigned}
 
 
 def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -245,8 +271,10 @@ def settings_from_args(
 
     metadata = tuple(getattr(args, "metadata", None) or ())
     mirrors = tuple(normalise_mirror(m) for m in (getattr(args, "mirror", None) or ()))
+    unsigned: tuple[str, ...] = ()
     if not mirrors and not metadata:
         mirrors = tuple(normalise_mirror(m) for m in cfg.mirrors)
+        unsigned = tuple(normalise_mirror(m) for m in cfg.unsigned_mirrors)
     jobs_flag = getattr(args, "jobs", None)
     jobs_value = pick("jobs", "CACHECLIENT_JOBS", "jobs")
     jobs_source = "--jobs" if jobs_flag is not None else "jobs"
@@ -266,6 +294,7 @@ def settings_from_args(
         os_compat=os_compat,
         allow_unsigned=bool(getattr(args, "allow_unsigned", False)),
         offline=bool(getattr(args, "offline", False)),
+        unsigned_mirrors=unsigned,
         projection=getattr(args, "projection", None) or Settings().projection,
     )
 

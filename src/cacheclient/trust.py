@@ -14,11 +14,14 @@ and export key files. Reasons:
   the same implementation; ``gnupg`` is a standard package on every distribution (installed
   with ``apt-get install gnupg``) and needs no compiled Python extension, unlike pysequoia.
 
-On disk (``<store>/.cacheclient/trust/``): ``keys/<FPR>.gpg`` one binary key per trusted
-primary key, ``trusted.gpg`` their concatenation (the keyring handed to ``gpgv``, rewritten
-atomically), and ``fetched/<FPR>.gpg`` keys downloaded from mirrors, which are *not* trusted
-until ``cacheclient keys trust <FPR>`` copies one into ``keys/``. Keys published in a mirror are
-never trusted by being there.
+On disk, a trust directory holds ``keys/<FPR>.gpg``, one binary key per trusted primary key,
+and ``trusted.gpg``, their concatenation (the keyring handed to ``gpgv``, rewritten atomically).
+There are two: the user's (:func:`user_trust_dir`, in the config directory, so clearing caches
+never drops trust) and the store's own (``<store>/.cacheclient/trust/``, which travels with a
+CI cache). A signature by a key in either is accepted (:meth:`TrustStore.for_store`). Keys
+downloaded from mirrors wait in the store's ``fetched/<FPR>.gpg`` and are *not* trusted until
+``cacheclient keys trust <FPR or key ID>`` copies one into a ``keys/``. Keys published in a
+mirror are never trusted by being there.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 from cacheclient.errors import MetadataError, StoreError, UsageError, VerificationError
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "TrustStore",
     "fetch_mirror_keys",
     "gpg_available",
+    "user_trust_dir",
 ]
 
 
@@ -50,6 +56,14 @@ def __dir__() -> list[str]:
 
 
 _FPR_RE = re.compile(r"^[0-9A-F]{40}$|^[0-9A-F]{64}$")
+_KEY_ID_RE = re.compile(r"^[0-9A-F]{8}$|^[0-9A-F]{16}$|^[0-9A-F]{40}$|^[0-9A-F]{64}$")
+
+
+def user_trust_dir() -> Path:
+    """The user's own trusted keys: ``<user config dir>/cacheclient/trust`` (platformdirs)."""
+    return Path(platformdirs.user_config_dir("cacheclient")) / "trust"
+
+
 _TIMEOUT = 60
 
 
@@ -144,14 +158,42 @@ def _unescape(value: str) -> str:
 
 
 class TrustStore:
-    """The trusted signing keys of a store (``<store>/.cacheclient/trust``)."""
+    """The trusted signing keys of one trust directory (e.g. ``<store>/.cacheclient/trust``).
 
-    def __init__(self, directory: Path | str) -> None:
+    *also_trusted*: other trust directories whose keys are accepted too when verifying (read
+    only). *fetched_dir*: where keys fetched from mirrors wait (default: ``directory/fetched``).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        also_trusted: Sequence[Path | str] = (),
+        fetched_dir: Path | str | None = None,
+    ) -> None:
         self.directory = Path(directory)
+        self.also_trusted = tuple(Path(d) for d in also_trusted)
+        self._fetched = Path(fetched_dir) if fetched_dir is not None else None
+
+    @classmethod
+    def for_store(cls, store_trust_dir: Path | str) -> TrustStore:
+        """A store's keyring plus the user's (:func:`user_trust_dir`): what installs trust."""
+        return cls(store_trust_dir, also_trusted=[user_trust_dir()])
 
     @property
     def keyring(self) -> Path:
         return self.directory / "trusted.gpg"
+
+    @property
+    def keyrings(self) -> list[Path]:
+        """Every non-empty keyring whose keys are trusted (this directory's first)."""
+        found = []
+        for folder in (self.directory, *self.also_trusted):
+            ring = folder / "trusted.gpg"
+            with contextlib.suppress(OSError):
+                if ring.is_file() and ring.stat().st_size > 0:
+                    found.append(ring)
+        return found
 
     @property
     def _keys_dir(self) -> Path:
@@ -159,7 +201,7 @@ class TrustStore:
 
     @property
     def _fetched_dir(self) -> Path:
-        return self.directory / "fetched"
+        return self._fetched if self._fetched is not None else self.directory / "fetched"
 
     # -- reading key material --------------------------------------------------------------------
     def inspect_keys(self, data: bytes, source: str) -> list[tuple[KeyInfo, bytes]]:
@@ -207,21 +249,49 @@ class TrustStore:
         )
 
     def is_trusted(self, fingerprint: str) -> bool:
+        name = f"{fingerprint.upper()}.gpg"
+        return any((d / "keys" / name).is_file() for d in (self.directory, *self.also_trusted))
+
+    def owns(self, fingerprint: str) -> bool:
+        """Whether *fingerprint* is trusted in this directory itself (not an *also* one)."""
         return (self._keys_dir / f"{fingerprint.upper()}.gpg").is_file()
 
+    def _fetched_file(self, key_id: str) -> Path:
+        """The fetched key whose fingerprint is *key_id* or ends with it (a long or short key
+        ID, as gpg accepts); :class:`UsageError` when none or several match."""
+        names = sorted(self._fetched_dir.glob("*.gpg")) if self._fetched_dir.is_dir() else []
+        found = [p for p in names if p.stem.upper().endswith(key_id)]
+        if not found:
+            raise UsageError(
+                f"key {key_id} is not known: run 'cacheclient keys fetch MIRROR' first "
+                "or pass the key file"
+            )
+        if len(found) > 1:
+            listed = ", ".join(p.stem for p in found)
+            raise UsageError(f"key ID {key_id} is ambiguous ({listed}): give the fingerprint")
+        return found[0]
+
+    def public_key(self, fingerprint: str) -> bytes | None:
+        """The public key (binary OpenPGP) of a trusted key; ``None`` when it is not trusted."""
+        if not _FPR_RE.match(fingerprint.upper()):
+            return None
+        name = f"{fingerprint.upper()}.gpg"
+        for directory in (self.directory, *self.also_trusted):
+            try:
+                return (directory / "keys" / name).read_bytes()
+            except OSError:
+                continue
+        return None
+
     def trust(self, file_or_fingerprint: str) -> list[KeyInfo]:
-        """Trust the keys in a key file, or a key fetched earlier with :meth:`remember`."""
+        """Trust the keys in a key file, or a key fetched earlier with :meth:`remember`, named
+        by its fingerprint or an unambiguous long (16) or short (8 hex digits) key ID."""
         candidate = file_or_fingerprint.strip().upper().replace(" ", "")
         if candidate.startswith("0X"):
             candidate = candidate[2:]
         path = Path(file_or_fingerprint)
-        if _FPR_RE.match(candidate) and not path.exists():
-            fetched = self._fetched_dir / f"{candidate}.gpg"
-            if not fetched.is_file():
-                raise UsageError(
-                    f"key {candidate} is not known: run 'cacheclient keys fetch MIRROR' first "
-                    "or pass the key file"
-                )
+        if _KEY_ID_RE.match(candidate) and not path.exists():
+            fetched = self._fetched_file(candidate)
             data, source = fetched.read_bytes(), str(fetched)
         else:
             try:
@@ -293,8 +363,8 @@ class TrustStore:
             raise VerificationError(
                 f"{where}: not signed (no clearsign header)", url=source or None
             )
-        keyring = self.keyring
-        if not keyring.is_file() or keyring.stat().st_size == 0:
+        keyrings = self.keyrings
+        if not keyrings:
             keyid = self._signature_key_id(data)
             raise VerificationError(
                 f"{where}: signed by key {keyid or '?'}, which is not trusted "
@@ -302,13 +372,13 @@ class TrustStore:
                 url=source or None,
                 key_id=keyid or None,
             )
+        rings = [arg for ring in keyrings for arg in ("--keyring", str(ring))]
         result = _run(
             [
                 "gpgv",
                 "--homedir",
-                str(self.directory),
-                "--keyring",
-                str(keyring),
+                str(keyrings[0].parent),  # exists (this directory may not, for user keys)
+                *rings,
                 "--status-fd",
                 "2",
                 "--output",

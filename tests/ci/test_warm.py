@@ -14,6 +14,8 @@ import pytest
 
 from builders import blob_files, trust_key
 from cacheclient.cli.main import main
+from cacheclient.store import Store
+from cacheclient.store.publish import published_blobs
 from gpgtools import GpgKey
 from paths import SEED_PAGE, SPACK_V3_SIGNED, SPACK_V3_UNSIGNED
 from servers import Fault, FaultServer, NginxServer
@@ -184,7 +186,9 @@ class TestLock:
             for build in json.loads(lock.read_text())["builds"].values()
             for b in build["blobs"]
         }
-        assert {p.name for p in blob_files(fresh)} == locked | {_index_blob(fresh)}
+        published = published_blobs(Store(fresh))  # the index, and the signer's public key
+        assert _index_blob(fresh) in published
+        assert {p.name for p in blob_files(fresh)} == locked | published
         assert (
             main(["warm", "--from-lock", str(lock), "--store", str(fresh), "--offline", "--quiet"])
             == 0
@@ -331,10 +335,10 @@ class TestInstallFromLock:
         m = manifest(tmp_path, server.url)
         assert main(["warm", str(m), "--store", str(store), "--lock", str(lock), "--quiet"]) == 0
         root = tmp_path / "root"
-        # two profiles in the lock: without host options that match one, a usage error
+        # two profiles in the lock, neither runs on an x86_64 (v1) host: exit 3, nothing fetched
         args = ["install", "--from-lock", str(lock), "--store", str(runner), "--root", str(root)]
-        assert main([*args, "--platform", "linux", "--os", "debian12", "--target", "zen4"]) == 2
-        assert "no profile for host linux-debian12-zen4" in capsys.readouterr().err
+        assert main([*args, "--platform", "linux", "--os", "debian12", "--target", "x86_64"]) == 3
+        assert "no profile runs on this host linux-debian12-x86_64" in capsys.readouterr().err
         server.clear_log()
         host = ["--platform", "linux", "--os", "debian12", "--target", "x86_64_v4"]
         assert main([*args, *host, "--quiet"]) == 0

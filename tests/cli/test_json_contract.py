@@ -91,6 +91,13 @@ def test_every_command_output_validates(store: Path, tmp_path: Path, capsys: Cap
     assert plan["dry_run"] is True
     done = run(capsys, "install", "demo-tool", "--mirror", mirror, *HOST, *s, *root, "--json")
     assert {b["status"] for b in done["builds"]} == {"installed"}
+    listed = run(capsys, "list", *root, "--json")["builds"]
+    assert {b["name"] for b in listed} >= {"demo-tool", "demo-zlib"}
+    assert run(capsys, "env", "demo-tool", *root, "--json")["variables"]["PATH"]
+    exported = run(capsys, "export", "--all", str(tmp_path / "exported"), *s, "--json")
+    assert len(exported["builds"]) >= 4
+    removed = run(capsys, "uninstall", "demo-tool", *root, "--json")["removed"]
+    assert [r["name"] for r in removed] == ["demo-tool"]
     assert [k["fingerprint"] for k in run(capsys, "keys", "list", *s, "--json")["trusted"]] == [FPR]
     assert run(capsys, "keys", "fetch", mirror, *s, "--json")["trusted"] is False
     assert run(capsys, "verify", *s, "--json")["blobs_checked"] > 0

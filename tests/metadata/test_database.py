@@ -286,15 +286,8 @@ class TestBadIndexes:
             parse_database(json.dumps(doc), "idx")
 
 
-class TestJsonBackends:
-    @pytest.mark.parametrize("use_orjson", [True, False])
-    def test_both_backends_read_the_same(
-        self, monkeypatch: pytest.MonkeyPatch, use_orjson: bool
-    ) -> None:
-        from cacheclient.metadata import database
-
-        if not use_orjson:
-            monkeypatch.setattr(database, "_orjson", None)
+class TestJsonDecoding:
+    def test_errors_are_one_clear_metadata_error(self) -> None:
         catalog = parse_database(V3_INDEX.read_bytes(), "idx")
         assert len(catalog) == 18
         with pytest.raises(MetadataError, match="not UTF-8"):
@@ -303,6 +296,16 @@ class TestJsonBackends:
             parse_database(b'{"a": ', "idx")
         with pytest.raises(MetadataError, match="invalid JSON"):
             parse_database("[" * 100_000, "idx")
+
+    def test_a_leading_bom_is_allowed(self) -> None:
+        assert len(parse_database(b"\xef\xbb\xbf" + V3_INDEX.read_bytes(), "idx")) == 18
+
+    def test_the_collector_is_restored(self) -> None:
+        import gc
+
+        assert gc.isenabled()
+        parse_database(V3_INDEX.read_bytes(), "idx")
+        assert gc.isenabled()
 
 
 class TestSyntheticBenchIndex:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,184 @@ class TestStoredIndex:
                 assert dataclasses.replace(got, source=None) == dataclasses.replace(
                     record, source=None
                 )
+
+
+class Parses:
+    """Counts every JSON read of an index (the full reader and the fast one)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from cacheclient.metadata import database
+        from cacheclient.mirrors import parsed_index
+
+        self.count = 0
+        for module, name in ((database, "load_json"), (parsed_index, "read_records")):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, self._counted(real))
+
+    def _counted(self, real: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+
+@pytest.fixture
+def parsed_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every index counts as large: the fixture mirrors go through the parsed index."""
+    from cacheclient.mirrors import indexcache
+
+    monkeypatch.setattr(indexcache, "STORED_INDEX_ABOVE", 0)
+
+
+def _drop_one_record_v3(mirror: Path) -> str:
+    """Publish a new v3 index without one record; returns the removed hash."""
+    manifest = json.loads((mirror / INDEX.lstrip("/")).read_text())
+    record = manifest["data"][0]
+    old = mirror / "blobs" / "sha256" / record["checksum"][:2] / record["checksum"]
+    db = json.loads(old.read_bytes())
+    victim: str = sorted(db["database"]["installs"])[0]
+    del db["database"]["installs"][victim]
+    data = json.dumps(db).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    new = mirror / "blobs" / "sha256" / digest[:2] / digest
+    new.parent.mkdir(parents=True, exist_ok=True)
+    new.write_bytes(data)
+    record.update(checksum=digest, contentLength=len(data))
+    (mirror / INDEX.lstrip("/")).write_text(json.dumps(manifest))
+    return victim
+
+
+@pytest.mark.usefixtures("parsed_always")
+class TestWarmParsesNothing:
+    def test_http_warm_and_unchanged_refresh_parse_no_json(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        store: Store,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        parses = Parses(monkeypatch)
+        first = open_mirror(server.url, store=store)
+        assert parses.count == 1
+        assert len(list(store.indices_dir.rglob("*.sqlite"))) == 1
+        warm = open_mirror(server.url, store=store)
+        expired = open_mirror(server.url, store=store, ttl=0)
+        for catalog in (warm, expired):
+            assert sorted(catalog.hashes()) == sorted(first.hashes())
+            assert [catalog.get(h) for h in first.hashes()] == list(first)
+        assert parses.count == 1
+
+    def test_damaged_parsed_index_and_cached_index_are_fetched_again(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        first = hashes(open_mirror(server.url, store=store))
+        (sqlite,) = store.indices_dir.rglob("*.sqlite")
+        sqlite.write_bytes(b"garbage")
+        (sqlite.parent / "index.json").write_bytes(b'{"database": "edited"}')
+        server.clear_log()
+        assert hashes(open_mirror(server.url, store=store)) == first
+        assert [e.uri.split("/")[1] for e in server.requests()] == ["v3", "blobs"]
+
+    def test_cli_warm_resolve_imports_no_http_library(
+        self, nginx_mirror: Callable[..., NginxServer], tmp_path: Path
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        code = (
+            "import sys\n"
+            "from cacheclient.mirrors import indexcache\n"
+            "indexcache.STORED_INDEX_ABOVE = 0\n"
+            "from cacheclient.cli.main import main\n"
+            "code = main(['resolve', 'demo-zlib', '--mirror', sys.argv[1], '--platform', 'linux',"
+            " '--os', 'debian12', '--target', 'x86_64_v4', '--store', sys.argv[2]])\n"
+            "print(code, 'requests' in sys.modules)\n"
+        )
+        cmd = [sys.executable, "-c", code, server.url, str(tmp_path / "s")]
+        cold = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        warm = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        assert cold.stdout.splitlines()[-1] == "0 True"
+        assert warm.stdout.splitlines()[-1] == "0 False"
+
+
+@pytest.mark.usefixtures("parsed_always")
+class TestLocalMirrorCache:
+    def test_v3_path_is_cached_and_a_new_index_is_noticed(
+        self, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        mirror = tmp_path / "mirror"
+        shutil.copytree(SPACK_V3_SIGNED, mirror)
+        parses = Parses(monkeypatch)
+        first = open_mirror(str(mirror), store=store)
+        assert len(first) == 18
+        assert parses.count == 1
+        assert len(list(store.indices_dir.rglob("*.sqlite"))) == 1
+        again = open_mirror(str(mirror), store=store)
+        assert hashes(again) == hashes(first)
+        assert parses.count == 1
+        assert all(r.stacks == (str(mirror),) for r in again)
+        victim = _drop_one_record_v3(mirror)
+        changed = open_mirror(str(mirror), store=store)
+        assert hashes(changed) == hashes(first) - {victim}
+        assert len(list(store.indices_dir.rglob("*.sqlite"))) == 1  # the old one is dropped
+
+    @pytest.mark.parametrize("same_size_same_mtime", [False, True])
+    def test_v2_file_url_is_cached_and_every_change_is_noticed(
+        self,
+        tmp_path: Path,
+        store: Store,
+        monkeypatch: pytest.MonkeyPatch,
+        same_size_same_mtime: bool,
+    ) -> None:
+        mirror = tmp_path / "mirror"
+        shutil.copytree(V2_MIRRORS / "signed", mirror)
+        url = mirror.as_uri()
+        index = mirror / "build_cache" / "index.json"
+        parses = Parses(monkeypatch)
+        first = open_mirror(url, store=store)
+        assert parses.count == 1
+        assert hashes(open_mirror(url, store=store)) == hashes(first)
+        assert parses.count == 1  # warm: stat and index.json.hash only
+        db = json.loads(index.read_bytes())
+        installs = db["database"]["installs"]
+        victim = sorted(h for h, e in installs.items() if e["spec"]["name"] == "libelf")[0]
+        before = index.stat()
+        if same_size_same_mtime:  # same length, same mtime: only ctime/inode tell
+            installs[victim]["spec"]["name"] = "libelX"
+            data = json.dumps(db, separators=(",", ":")).encode()
+            data += b" " * (before.st_size - len(data))
+            assert len(data) == before.st_size
+        else:
+            del installs[victim]
+            data = json.dumps(db).encode()
+        index.write_bytes(data)
+        os.utime(index, ns=(before.st_atime_ns, before.st_mtime_ns))
+        changed = open_mirror(url, store=store)
+        if same_size_same_mtime:
+            assert [r.hash for r in changed.by_name("libelX")] == [victim]
+        else:
+            assert hashes(changed) == hashes(first) - {victim}
+        assert parses.count == 2
+
+    def test_small_local_index_is_read_directly_without_a_store_write(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from cacheclient.mirrors import indexcache
+
+        monkeypatch.setattr(indexcache, "STORED_INDEX_ABOVE", 1 << 30)
+        assert len(open_mirror(str(SPACK_V3_SIGNED), store=store)) == 18
+        assert not store.indices_dir.exists()
+
+    def test_inspect_shares_the_cached_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from cacheclient.cli.inspect_cmd import inspect_source
+
+        monkeypatch.setenv("CACHECLIENT_STORE", str(tmp_path / "store"))
+        parses = Parses(monkeypatch)
+        first = inspect_source(str(SPACK_V3_SIGNED))
+        assert parses.count == 1
+        assert inspect_source(str(SPACK_V3_SIGNED)) == first
+        assert parses.count == 1
+        assert first["records"] == 18
+        assert list((tmp_path / "store").rglob("*.sqlite"))

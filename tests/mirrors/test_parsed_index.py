@@ -1,21 +1,37 @@
-"""The on-disk index store: same answers as the parsed index, built once, rebuilt if corrupt."""
+"""The parsed index: same answers as the JSON index, no JSON parse when warm, and a damaged,
+edited or replaced file is detected and rebuilt, never trusted, never a crash."""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cacheclient.errors import MetadataError
+from cacheclient.metadata import database, database_fast
+from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.metadata.manifest import parse_manifest
-from cacheclient.mirrors.parsed_index import build_index_store, index_checksum, open_index_store
+from cacheclient.mirrors import parsed_index
+from cacheclient.mirrors.parsed_index import (
+    ParsedIndex,
+    ParsedIndexCorrupt,
+    build_parsed_index,
+    open_parsed_index,
+)
+from cacheclient.model import BuildRecord
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import resolve
 from paths import SPACK_V3_SIGNED, V2_MIRRORS
 
 HOST = HostProfile(platform="linux", os="debian12", target="x86_64_v4")
+STACKS = ("m",)
 
 
 def v3_index() -> tuple[bytes, str]:
@@ -25,60 +41,299 @@ def v3_index() -> tuple[bytes, str]:
     return (SPACK_V3_SIGNED / blob.path).read_bytes(), blob.checksum
 
 
-class TestIndexStore:
-    def test_same_records_and_answer_as_parsed_index(self, tmp_path: Path) -> None:
-        data, checksum = v3_index()
-        assert index_checksum(data) == checksum
-        parsed = parse_database(data, "idx", stacks=("m",), manifest_path_for=spec_manifest_path)
-        with open_index_store(
-            tmp_path,
-            checksum,
-            source="idx",
-            data=lambda: data,
-            stacks=("m",),
-            manifest_path_for=spec_manifest_path,
-        ) as stored:
-            assert len(stored) == len(parsed)
-            assert stored.names() == parsed.names()
-            for name in parsed.names():
-                assert sorted(stored.by_name(name), key=lambda r: r.hash) == sorted(
-                    parsed.by_name(name), key=lambda r: r.hash
-                )
-            (a,) = resolve(["demo-tool@1.0.0"], stored, HOST)
-            (b,) = resolve(["demo-tool@1.0.0"], parsed, HOST)
-            assert a.to_dict() == b.to_dict()
-            assert a.selected is not None
-            assert a.selected.hash == "vwaicymp67emhvtu53ght22dv5pm6y2b"
-            assert [r.hash for r in stored.find_prefix("vwaicym")] == [a.selected.hash]
+class Parses:
+    """Counts every JSON read of an index (full reader and fast reader)."""
 
-    def test_warm_open_builds_only_what_it_needs(self, tmp_path: Path) -> None:
-        data, checksum = v3_index()
-        build_index_store(data, tmp_path, checksum, "idx")
-        with open_index_store(tmp_path, checksum, source="idx") as stored:
-            (res,) = resolve(["demo-zlib"], stored, HOST)
-            assert res.selected is not None
-            assert len(stored._cache) == 6  # the six demo-zlib builds; nothing else
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for module, name in (
+            (database, "load_json"),
+            (database_fast, "read_records"),
+            (parsed_index, "read_records"),
+        ):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, self._counted(real))
 
-    def test_missing_without_data(self, tmp_path: Path) -> None:
-        with pytest.raises(MetadataError, match="no usable index cache"):
-            open_index_store(tmp_path, "0" * 64, source="idx")
+    def _counted(self, real: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return real(*args, **kwargs)
 
-    def test_corrupt_store_is_rebuilt(self, tmp_path: Path) -> None:
-        data, checksum = v3_index()
-        (tmp_path / f"{checksum}.sqlite").write_bytes(b"not a database at all" * 100)
-        with open_index_store(tmp_path, checksum, source="idx", data=lambda: data) as stored:
-            assert len(stored) == 18
-        assert not list(tmp_path.glob(".partial-*"))
+        return wrapper
+
+
+def open_v3(folder: Path, data: Callable[[], bytes] | None = None) -> Catalog:
+    raw, checksum = v3_index()
+    index = open_parsed_index(
+        folder,
+        checksum,
+        source="idx",
+        data=data if data is not None else (lambda: raw),
+        stacks=STACKS,
+        manifest_path_for=spec_manifest_path,
+    )
+    return Catalog.over(index, source="idx")
+
+
+def sqlite_file(folder: Path) -> Path:
+    (path,) = folder.glob("*.sqlite")
+    return path
+
+
+class TestSameAnswers:
+    def test_same_records_and_answer_as_the_json_index(self, tmp_path: Path) -> None:
+        data, _ = v3_index()
+        parsed = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        stored = open_v3(tmp_path)
+        assert len(stored) == len(parsed) == 18
+        assert stored.names() == parsed.names()
+        assert sorted(stored.hashes()) == sorted(parsed.hashes())
+        for record in parsed:
+            assert stored.get(record.hash) == record
+        (a,) = resolve(["demo-tool@1.0.0"], stored, HOST)
+        (b,) = resolve(["demo-tool@1.0.0"], parsed, HOST)
+        assert a.to_dict() == b.to_dict()
+        assert a.selected is not None
+        assert a.selected.hash == "vwaicymp67emhvtu53ght22dv5pm6y2b"
+        assert [r.hash for r in stored.find_prefix("vwaicym")] == [a.selected.hash]
+        assert stored.get("z" * 32) is None
 
     def test_v2_index_with_externals(self, tmp_path: Path) -> None:
         data = (V2_MIRRORS / "signed/build_cache/index.json").read_bytes()
-        key = index_checksum(data)
-        with open_index_store(tmp_path, key, source="v2", data=lambda: data) as stored:
-            (gcc,) = stored.by_name("gcc")
-            assert not gcc.installable
-            assert gcc.is_external
+        index = open_parsed_index(tmp_path, "e" * 64, source="v2", data=lambda: data)
+        catalog = Catalog.over(index, source="v2")
+        (gcc,) = catalog.by_name("gcc")
+        assert not gcc.installable
+        assert gcc.is_external
+        stored = sorted(catalog, key=lambda r: r.hash)
+        assert stored == sorted(parse_database(data, "v2"), key=lambda r: r.hash)
 
-    def test_malformed_index_leaves_nothing(self, tmp_path: Path) -> None:
+    def test_a_malformed_record_fails_when_asked_for_like_the_json_index(
+        self, tmp_path: Path
+    ) -> None:
+        h1, h2 = "a" * 32, "b" * 32
+        node = {"name": "x", "version": "1", "hash": h1, "arch": "broken"}
+        good = {
+            "name": "y",
+            "version": "1",
+            "hash": h2,
+            "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
+        }
+        doc = {"database": {"version": "8", "installs": {h1: {"spec": node}, h2: {"spec": good}}}}
+        data = json.dumps(doc).encode()
+        catalog = Catalog.over(
+            open_parsed_index(tmp_path, "f" * 64, source="idx", data=lambda: data), source="idx"
+        )
+        assert catalog.names() == ["x", "y"]
+        assert catalog.by_name("y")
+        with pytest.raises(MetadataError) as stored_error:
+            catalog.by_name("x")
+        with pytest.raises(MetadataError) as json_error:
+            parse_database(data, "idx").by_name("x")
+        assert str(stored_error.value) == str(json_error.value)
+
+    def test_a_malformed_index_leaves_nothing(self, tmp_path: Path) -> None:
         with pytest.raises(MetadataError):
-            build_index_store(b'{"database": {"version": "8"}}', tmp_path, "k", "bad")
+            build_parsed_index(b'{"database": {"version": "8"}}', tmp_path, "k" * 64, source="bad")
         assert list(tmp_path.iterdir()) == []
+
+
+class TestWarm:
+    def test_warm_open_parses_no_json_and_builds_only_what_it_needs(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        open_v3(tmp_path)  # cold: builds the file
+        parses = Parses(monkeypatch)
+        catalog = open_v3(tmp_path, data=lambda: pytest.fail("the index was read"))
+        (res,) = resolve(["demo-zlib"], catalog, HOST)
+        assert res.selected is not None
+        assert parses.count == 0
+        assert len(catalog._cache) == 6  # the six demo-zlib builds; nothing else
+
+    def test_cold_open_parses_once(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        parses = Parses(monkeypatch)
+        open_v3(tmp_path)
+        assert parses.count == 1
+
+    def test_missing_without_data(self, tmp_path: Path) -> None:
+        with pytest.raises(MetadataError, match="no usable parsed index"):
+            open_parsed_index(tmp_path, "0" * 64, source="idx")
+
+
+def _update(path: Path, sql: str, *args: object) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _swap_bodies(path: Path) -> None:
+    """Two rows exchange body and CRC: each row's CRC still matches its body."""
+    conn = sqlite3.connect(path)
+    try:
+        (a, ba, ca), (b, bb, cb) = conn.execute(
+            "SELECT hash, body, crc FROM records WHERE kind = 0 ORDER BY hash LIMIT 2"
+        ).fetchall()
+        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (bb, cb, a))
+        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (ba, ca, b))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _edit_stacks(path: Path) -> None:
+    """A record's stacks changed inside its body, the CRC recomputed to match."""
+    conn = sqlite3.connect(path)
+    try:
+        h, body, target = conn.execute(
+            "SELECT hash, body, target FROM records WHERE kind = 0 ORDER BY hash LIMIT 1"
+        ).fetchone()
+        fields = msgspec.msgpack.decode(body)
+        fields["stacks"] = ["evil"]
+        new = msgspec.msgpack.encode(fields)
+        crc = parsed_index._crc(new, 0, target)
+        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _other_target(path: Path) -> None:
+    """A record pointed at another target description, the CRC recomputed to match."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("INSERT INTO targets VALUES (99, ?, ?)", (b"\x81\xa4name\xa1x", 0))
+        conn.execute(
+            "UPDATE targets SET crc = ? WHERE id = 99",
+            (parsed_index._crc(b"\x81\xa4name\xa1x", 0, 99),),
+        )
+        for h, body in conn.execute("SELECT hash, body FROM records WHERE kind = 0").fetchall():
+            crc = parsed_index._crc(body, 0, 99)
+            conn.execute("UPDATE records SET target = 99, crc = ? WHERE hash = ?", (crc, h))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _replace_with_symlink(path: Path) -> None:
+    victim = path.parent.parent / "victim.txt"
+    victim.write_text("keep me")
+    path.unlink()
+    path.symlink_to(victim)
+
+
+def _replace_with_directory(path: Path) -> None:
+    path.unlink()
+    (path / "sub").mkdir(parents=True)
+
+
+def _truncate(path: Path) -> None:
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"not a database at all" * 100)
+
+
+def _zeroed_page(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8192:12288] = bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+def _other_index(path: Path) -> None:
+    other = path.parent / "other"
+    data = (V2_MIRRORS / "signed/build_cache/index.json").read_bytes()
+    built = build_parsed_index(data, other, "9" * 64, source="idx", stacks=STACKS)
+    os.replace(built, path)
+
+
+def _old_format(path: Path) -> None:
+    path.unlink()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE records (hash TEXT PRIMARY KEY, name TEXT, node TEXT)")
+    conn.commit()
+    conn.close()
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "garbage": _garbage,
+    "truncated": _truncate,
+    "zeroed-page": _zeroed_page,
+    "symlink": _replace_with_symlink,
+    "directory": _replace_with_directory,
+    "other-index": _other_index,
+    "old-format": _old_format,
+    "crc-mismatch": lambda p: _update(p, "UPDATE records SET crc = crc + 1"),
+    "swapped-bodies": _swap_bodies,
+    "edited-record": _edit_stacks,
+    "other-target": _other_target,
+    "target-table": lambda p: _update(p, "UPDATE targets SET crc = crc + 1"),
+    "meta-checksum": lambda p: _update(p, "UPDATE meta SET value = 'x' WHERE key = 'checksum'"),
+    "meta-count": lambda p: _update(p, "UPDATE meta SET value = 'many' WHERE key = 'count'"),
+    "no-meta": lambda p: _update(p, "DROP TABLE meta"),
+    "name-column": lambda p: _update(p, "UPDATE records SET name = 'other'"),
+    "body-not-blob": lambda p: _update(p, "UPDATE records SET body = 3"),
+    "kind": lambda p: _update(p, "UPDATE records SET kind = 7"),
+}
+
+
+class TestUntrustedFile:
+    @pytest.mark.parametrize("damage", sorted(DAMAGE))
+    def test_damage_is_detected_and_rebuilt(self, tmp_path: Path, damage: str) -> None:
+        folder = tmp_path / "idx"
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        open_v3(folder)
+        DAMAGE[damage](sqlite_file(folder))
+        catalog = open_v3(folder)
+        assert sorted(catalog.hashes()) == sorted(expected.hashes())
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        path = sqlite_file(folder)
+        assert not path.is_symlink()
+        assert path.is_file()
+        assert not list(folder.glob(".partial-*"))
+        if damage == "symlink":
+            assert (tmp_path / "victim.txt").read_text() == "keep me"
+
+    @pytest.mark.parametrize(
+        "damage", ["crc-mismatch", "swapped-bodies", "edited-record", "other-target"]
+    )
+    def test_damage_found_mid_command_rebuilds_once(self, tmp_path: Path, damage: str) -> None:
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)  # opened and checked: now damaged underneath
+        DAMAGE[damage](sqlite_file(tmp_path))
+        for record in expected:
+            assert catalog.get(record.hash) == record
+
+    def test_damage_that_survives_a_rebuild_is_one_clear_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        catalog = open_v3(tmp_path)
+
+        def broken(self: ParsedIndex, dag_hash: str) -> BuildRecord | None:
+            raise ParsedIndexCorrupt("disk keeps flipping bits")
+
+        monkeypatch.setattr(ParsedIndex, "get", broken)
+        with pytest.raises(MetadataError, match="damaged again after a rebuild"):
+            catalog.get("vwaicymp67emhvtu53ght22dv5pm6y2b")
+
+    def test_a_damaged_file_is_never_read_as_records(self, tmp_path: Path) -> None:
+        open_v3(tmp_path)
+        path = sqlite_file(tmp_path)
+        _swap_bodies(path)
+        _, checksum = v3_index()
+        with ParsedIndex(path, checksum, source="idx", stacks=STACKS) as index:
+            hashes = sorted(index.all_hashes())
+
+            def read_all() -> None:
+                for h in hashes:
+                    index.get(h)
+
+            with pytest.raises(ParsedIndexCorrupt):
+                read_all()

@@ -256,10 +256,10 @@ class TestConfig:
             )
         assert info.value.problems == (
             "unknown key colour (known: jobs, libc, mirror_base, mirrors, os, os_compat, "
-            "platform, store, target)",
+            "platform, spack_mirrors, store, target)",
             "os: must be a string",
             "os_compat: must be 'exact' or 'libc', not 'fuzzy'",
-            "mirrors: must be a list of URLs",
+            "mirrors.a: must be a URL or a mapping with fetch/url",
             "jobs: must be a positive integer",
         )
         assert str(info.value).startswith("c.yaml: 5 problems: unknown key colour")

@@ -58,7 +58,7 @@ KNOWN_OSES = frozenset(
 )
 """Spack OS names a profile may name (a typo such as ``ubunut22.04`` is an error)."""
 
-_TOP_KEYS = ("mirrors", "metadata", "mirror_base", "profiles", "specs")
+_TOP_KEYS = ("mirrors", "spack_mirrors", "metadata", "mirror_base", "profiles", "specs")
 _MIRROR_KEYS = ("url", "signed", "name")
 _PROFILE_KEYS = ("platform", "os", "target", "os_compat", "libc")
 _PLATFORMS = ("linux", "darwin", "windows", "freebsd", "test")
@@ -190,6 +190,30 @@ def _parse_mirror(node: yaml.Node, where: str, errors: _Collector) -> MirrorEntr
     return MirrorEntry(url=url, signed=signed) if url else None
 
 
+def _spack_mirrors(node: yaml.Node, errors: _Collector) -> list[MirrorEntry]:
+    """``mirrors:`` written as in Spack's ``mirrors.yaml`` (``name: url | {fetch:, signed:}``)."""
+    from cacheclient.mirrors.spackconfig import parse_spack_mirrors  # noqa: PLC0415
+
+    found, problems = parse_spack_mirrors(_scalar(node), "mirrors")
+    for problem in problems:
+        errors.add(node, problem)
+    return [MirrorEntry(url=m.url, signed=m.signed) for m in found]
+
+
+def _spack_mirrors_file(
+    path: str, source: str, node: yaml.Node, errors: _Collector
+) -> list[MirrorEntry]:
+    """The mirrors of a Spack ``mirrors.yaml`` (relative paths: from the manifest's folder)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from cacheclient.mirrors.spackconfig import load_spack_mirrors  # noqa: PLC0415
+
+    found, problems = load_spack_mirrors(Path(source).parent / Path(path).expanduser())
+    for problem in problems:
+        errors.add(node, f"spack_mirrors: {problem}")
+    return [MirrorEntry(url=m.url, signed=m.signed) for m in found]
+
+
 def _parse_profile(
     node: yaml.Node,
     where: str,
@@ -286,8 +310,14 @@ def parse_manifest_text(
                 entry = _parse_mirror(item, f"mirrors[{i}]", errors)
                 if entry:
                     mirrors.append(entry)
+        elif isinstance(node, yaml.MappingNode):  # Spack's mirrors.yaml shape
+            mirrors += _spack_mirrors(node, errors)
         else:
-            errors.add(node, "mirrors must be a list")
+            errors.add(node, "mirrors must be a list, or Spack's mapping of names to URLs")
+    if "spack_mirrors" in top:
+        path = _string(top["spack_mirrors"], "spack_mirrors", errors)
+        if path:
+            mirrors += _spack_mirrors_file(path, source, top["spack_mirrors"], errors)
     metadata = (
         [v for v, _ in _string_list(top["metadata"], "metadata", errors)]
         if ("metadata" in top)

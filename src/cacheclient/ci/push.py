@@ -13,13 +13,12 @@ from typing import Any
 
 from cacheclient.ci.lock import Lock
 from cacheclient.errors import NoMatchError, UsageError
-from cacheclient.metadata.oci_image import OCI_LAYOUT, read_config_spec
+from cacheclient.metadata.oci_image import OCI_LAYOUT, is_oci_url, read_config_spec
 from cacheclient.metadata.specfile import SpecFile, read_specfile
 from cacheclient.mirrors.push_prepare import PreparedBuild, prepare
 from cacheclient.model import BuildRecord
 from cacheclient.resolution.spec import Request, parse_request
 from cacheclient.store import Store, StoredBuild
-from cacheclient.transport.oci import is_oci_url
 
 __all__ = ["push", "select_builds"]
 

@@ -22,9 +22,10 @@ from cacheclient.cli._common import (
 from cacheclient.cli.render import make_reporter
 from cacheclient.errors import UsageError
 from cacheclient.events import Reporter
+from cacheclient.mirrors.catalogs import offline_sources
 from cacheclient.pipeline import Client, Plan
 from cacheclient.settings import host_from_args, settings_from_args
-from cacheclient.store import INDEX_MANIFEST, default_store_root
+from cacheclient.store import default_store_root
 
 __all__ = ["add_arguments", "client_for", "plan_for", "register", "run"]
 
@@ -54,13 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def client_for(args: argparse.Namespace, *, reporter: Reporter | None = None) -> Client:
     """The pipeline client for a command's options (settings resolved once, here)."""
     settings = settings_from_args(args)
-    if not settings.mirrors and not settings.metadata:
+    if settings.offline:  # with no source named, the store is a mirror of all it holds
         store_root = settings.store or default_store_root()
-        if settings.offline and (store_root / INDEX_MANIFEST).is_file():
-            # The store is a mirror of everything it holds.
-            settings = replace(settings, mirrors=(str(store_root),))
-        else:
-            raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
+        found = offline_sources(settings.metadata, settings.mirrors, store_root)
+        settings = replace(settings, mirrors=tuple(found))
+    elif not settings.mirrors and not settings.metadata:
+        raise UsageError("no source given: pass --mirror URL or --metadata PAGE")
     if reporter is None:
         reporter = make_reporter(
             json_output=bool(getattr(args, "json", False)),

@@ -9,7 +9,6 @@ that lost a blob are forgotten and the index is rewritten, so the store stays a 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from cacheclient.cli._common import add_store_option, print_json, require_existi
 from cacheclient.cli.render import format_bytes
 from cacheclient.errors import UsageError
 from cacheclient.settings import store_from_option
-from cacheclient.store import INDEX_MANIFEST, Store
+from cacheclient.store import Store
+from cacheclient.store.publish import published_blobs
 
 __all__ = ["collect_garbage", "parse_age", "parse_size", "register", "run"]
 
@@ -69,17 +69,6 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _index_blob(store: Store) -> str | None:
-    raw = store.read_file(INDEX_MANIFEST)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-        return str(data["data"][0]["checksum"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
 def collect_garbage(
     store: Store,
     *,
@@ -90,7 +79,7 @@ def collect_garbage(
 ) -> dict[str, Any]:
     """Evict LRU blobs per the limits; returns what was evicted, kept (in use) and the sizes."""
     now = time.time() if now is None else now
-    keep = _index_blob(store)
+    keep = published_blobs(store)  # the index and key blobs the store publishes
     entries: list[tuple[float, int, str, Path]] = []
     for checksum, path in store.iter_blobs():
         try:
@@ -104,7 +93,7 @@ def collect_garbage(
     evicted: list[dict[str, Any]] = []
     in_use: list[str] = []
     for last_used, size, checksum, _path in entries:
-        if checksum == keep:
+        if checksum in keep:
             continue
         too_old = older_than is not None and now - last_used > older_than
         too_big = max_size is not None and size_now > max_size
@@ -117,13 +106,26 @@ def collect_garbage(
         else:
             in_use.append(checksum)
     forgotten: list[str] = []
+    orphans: list[str] = []
     if evicted and not dry_run:
-        for build in store.builds():
-            if not (
-                store.has_blob(build.tarball.checksum) and store.has_blob(build.spec_blob.checksum)
-            ):
-                store.remove_build(build.hash)
-                forgotten.append(build.hash)
+        lost = [
+            b
+            for b in store.builds()
+            if not (store.has_blob(b.tarball.checksum) and store.has_blob(b.spec_blob.checksum))
+        ]
+        for build in lost:
+            store.remove_build(build.hash)
+            forgotten.append(build.hash)
+        # The other blob of a forgotten build is an orphan now: no manifest names it.
+        remaining = {r.checksum for b in store.builds() for r in (b.tarball, b.spec_blob)}
+        for ref in {r for b in lost for r in (b.tarball, b.spec_blob)}:
+            path = store.blob_path(ref.checksum)
+            if ref.checksum in remaining or not path.is_file():
+                continue
+            size = path.stat().st_size
+            if store.remove_blob(ref.checksum):
+                size_now -= size
+                orphans.append(ref.checksum)
         store.write_index()
     for partial in sorted((store.private_dir / "partial").glob("*.partial")):
         try:
@@ -139,6 +141,7 @@ def collect_garbage(
         "evicted": evicted,
         "in_use_kept": in_use,
         "builds_forgotten": forgotten,
+        "orphans_removed": sorted(orphans),
         "dry_run": dry_run,
     }
 

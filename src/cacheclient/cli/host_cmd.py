@@ -9,7 +9,7 @@ from typing import Any
 from cacheclient.cli._common import add_host_options, add_output_options, print_json
 from cacheclient.errors import UsageError
 from cacheclient.resolution.compat import compatible_targets
-from cacheclient.resolution.host import detect_target, os_from_os_release
+from cacheclient.resolution.host import detect_target, infer_family, os_from_os_release
 from cacheclient.settings import host_from_args
 
 __all__ = ["register"]
@@ -27,9 +27,14 @@ def register(sub: Any) -> None:
         "--family",
         metavar="ARCH",
         help="machine family of --cpuinfo (x86_64, aarch64, ppc64le, ppc64, riscv64; "
-        "default: this machine's)",
+        "default: read from the file)",
     )
     parser.add_argument("--os-release", metavar="FILE", help="name the OS from this file")
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="print only platform-os-target, e.g. linux-debian12-x86_64_v4 (like `spack arch`)",
+    )
     add_host_options(parser)
     add_output_options(parser)
     parser.set_defaults(func=run)
@@ -44,14 +49,21 @@ def _read(path: str, option: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.cpuinfo and not args.target:
-        import platform  # noqa: PLC0415
-
-        family = args.family or platform.machine().lower()
-        args.target = detect_target(_read(args.cpuinfo, "--cpuinfo"), family)
+        text = _read(args.cpuinfo, "--cpuinfo")
+        family = args.family or infer_family(text)
+        if family is None:
+            raise UsageError(
+                f"--cpuinfo {args.cpuinfo}: cannot tell the machine family from the file "
+                "(pass --family x86_64, aarch64, ppc64le, ppc64 or riscv64)"
+            )
+        args.target = detect_target(text, family)
     if args.os_release and not args.host_os:
         args.host_os = os_from_os_release(_read(args.os_release, "--os-release"))
     host = host_from_args(args)
     targets = compatible_targets(host.target)
+    if args.short:
+        print(f"{host.platform}-{host.os}-{host.target}")
+        return 0
     if args.json:
         print_json({**host.to_dict(), "compatible_targets": targets})
         return 0

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cacheclient.cli._common import print_json
+from cacheclient.cli._common import add_store_option, print_json
 from cacheclient.errors import MetadataError, UsageError
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.layout import detect_layouts, v2_specfile_paths
@@ -24,6 +24,8 @@ from cacheclient.metadata.oci_image import OCI_LAYOUT
 from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord
+from cacheclient.settings import store_from_option
+from cacheclient.store import Store
 
 __all__ = ["inspect_source", "register", "run"]
 
@@ -46,8 +48,18 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also check that every installable record's spec manifest / spec file exists",
     )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never use the network: an http(s) mirror is read from the index the store cached",
+    )
+    add_store_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     parser.set_defaults(func=run)
+
+
+def _is_remote(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
 
 
 def _is_url(source: str) -> bool:
@@ -96,14 +108,30 @@ def _record_rows(catalog: Catalog, problems: list[str]) -> list[BuildRecord]:
     return records
 
 
-def inspect_source(source: str, *, check_files: bool = False) -> dict[str, Any]:
-    """Inspect a mirror or page and return the report as a JSON-able dict."""
+def inspect_source(
+    source: str, *, check_files: bool = False, offline: bool = False, store: Store | None = None
+) -> dict[str, Any]:
+    """Inspect a mirror or page and return the report as a JSON-able dict.
+
+    *offline*: an http(s) mirror is read from the index cached in *store* (its files are not
+    checked); an http(s) page cannot be read."""
     problems: list[str] = []
     layouts: list[int] = []
-    if _looks_like_page(source):
+    remote = source.startswith(("http://", "https://"))
+    if offline and remote and _looks_like_page(source):
+        raise UsageError(f"--offline: the page {source} needs the network (save it to a file)")
+    if offline and remote:
+        from cacheclient.mirrors.indexcache import open_mirror  # noqa: PLC0415
+
+        kind = "mirror"
+        catalog = open_mirror(source, store=store, offline=True)
+        read: Reader | None = None
+        if check_files:
+            problems.append("--check-files skipped: offline, the mirror's files cannot be read")
+    elif _looks_like_page(source):
         kind = "page"
         catalog = _read_page_source(source)
-        read: Reader | None = None
+        read = None
     else:
         kind = "mirror"
         if source.startswith(("s3://", "gs://")):
@@ -118,7 +146,13 @@ def inspect_source(source: str, *, check_files: bool = False) -> dict[str, Any]:
                 raise UsageError(f"{source}: no such directory, file or URL")
             read = _reader(source)
             layouts = list(detect_layouts(read, source))
-            catalog = open_catalog(source, read)
+            if _is_remote(source):
+                catalog = open_catalog(source, read)  # every layout the server has, merged
+            else:  # the same path as resolve/fetch: a large index is read once, then cached
+                from cacheclient.mirrors.indexcache import open_mirror  # noqa: PLC0415
+                from cacheclient.settings import store_from_option  # noqa: PLC0415
+
+                catalog = open_mirror(source, store=store_from_option(None))
     records = _record_rows(catalog, problems)
     known = set(catalog.hashes())
     for record in records:
@@ -208,7 +242,10 @@ def _print_text(report: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = inspect_source(args.source, check_files=args.check_files)
+    store = store_from_option(args.store) if args.offline else None
+    report = inspect_source(
+        args.source, check_files=args.check_files, offline=bool(args.offline), store=store
+    )
     if args.json:
         print_json(report)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,13 @@ def register(sub: Any) -> None:
         "--from-lock",
         metavar="FILE",
         help="install exactly what a `cacheclient warm --lock` file names (no index, no "
-        "resolution); with several profiles in it, the one matching the host options",
+        "resolution); the lock profile of the host, else the best one it can run (see --profile)",
+    )
+    group.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="with --from-lock: the lock profile to install (platform-os-target, e.g. "
+        "linux-debian12-x86_64_v3); default: the host's own, else the best one it can run",
     )
     group.add_argument(
         "--root",
@@ -165,18 +172,21 @@ def _print_result(result: InstallResult, unsigned: list[str]) -> None:
 
 
 def _lock_profile(lock: Lock, args: argparse.Namespace) -> LockedProfile:
-    if len(lock.profiles) == 1:
-        return lock.profiles[0]
-    host = host_from_args(args)
-    for locked in lock.profiles:
-        p = locked.profile
-        if (p.platform, p.os, p.target) == (host.platform, host.os, host.target):
-            return locked
-    labels = ", ".join(p.profile.label() for p in lock.profiles)
-    raise UsageError(
-        f"{args.from_lock}: no profile for host {host.platform}-{host.os}-{host.target} "
-        f"(the lock has {labels}; pass --platform/--os/--target)"
+    """The profile to install: ``--profile``, the host's own, else the best it can run
+    (:mod:`cacheclient.ci.lockprofile`); said on stderr when it is not the host's own."""
+    from cacheclient.ci.lockprofile import choose_profile  # noqa: PLC0415
+
+    choice = choose_profile(
+        lock.profiles,
+        host_from_args(args),
+        os_compat=settings_from_args(args).os_compat,
+        name=getattr(args, "profile", None),
+        source=args.from_lock,
     )
+    if not choice.exact and not args.quiet:
+        label = choice.locked.profile.label()
+        print(f"cacheclient: using lock profile {label}: {choice.reason}", file=sys.stderr)
+    return choice.locked
 
 
 def run(args: argparse.Namespace) -> int:

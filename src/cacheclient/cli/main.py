@@ -9,6 +9,7 @@ document (``cacheclient.error``) carrying the exit code and the message.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -28,21 +29,28 @@ def __dir__() -> list[str]:
 
 
 # One module per command; each defines ``register(subparsers)`` which adds a parser whose
-# default ``func`` takes the parsed namespace and returns an exit code.
-COMMANDS = (
-    "host",
-    "inspect",
-    "resolve",
-    "fetch",
-    "keys",
-    "verify",
-    "gc",
-    "install",
-    "warm",
-    "push",
-    "config",
-    "completion",
-)
+# default ``func`` takes the parsed namespace and returns an exit code. Only the module of the
+# command being run is imported (``--help``, ``--version`` and each command start fast); the
+# one-line help of the others is repeated here (tests/cli/test_main.py keeps it in step).
+COMMANDS = {
+    "host": "show the host profile (platform, OS, target, libc) and the targets it can run",
+    "inspect": "show what a binary mirror or a cache.spack.io page holds",
+    "resolve": "pick the best build for each spec on this host and explain why",
+    "fetch": "resolve specs and fetch their runtime closure into the local store",
+    "keys": "list, trust, untrust or fetch the keys that sign builds",
+    "verify": "re-hash every blob in the store; report (or --repair) what is corrupt",
+    "gc": "evict least-recently-used blobs (never one in use)",
+    "install": "install specs and their runtime closure from binary caches into a root",
+    "warm": "fetch every spec of a CI manifest (or a lock) for every host profile into a store",
+    "list": "list the builds installed in a root (like `spack find`)",
+    "location": "print the install prefix of one installed build",
+    "env": "print shell code that puts installed builds on PATH etc. (like `spack load --sh`)",
+    "uninstall": "remove installed builds and their prefixes from a root",
+    "config": "show every effective setting and where it comes from",
+    "completion": "print a shell completion script (bash, zsh, fish)",
+    "export": "write builds of the store (and their closures) as a standalone Spack mirror",
+    "push": "publish builds from the store to an OCI registry or a directory mirror",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,7 +108,9 @@ def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return [parser]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; with *only*, just that command's module is imported (the
+    others are listed by name and help line)."""
     parser = _Parser(
         prog="cacheclient",
         description="Resolve, fetch, verify and install builds from Spack binary caches.",
@@ -109,13 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        module = importlib.import_module(f"cacheclient.cli.{name}_cmd")
-        module.register(sub)
+    for name, summary in COMMANDS.items():
+        if only is None or name == only:
+            module = importlib.import_module(f"cacheclient.cli.{name}_cmd")
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
     for leaf in _leaves(parser):
         if leaf is not parser:
             _add_common_options(leaf, top=False)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The command word of *argv* ("" when there is none yet)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+        if arg == "--":
+            break
+    return ""
+
+
+def _tune_gc() -> None:
+    """A command is a short process that builds many objects and almost no cycles (reading an
+    index, resolving a closure of thousands of builds): collect rarely, not never."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _flag(args: argparse.Namespace, name: str) -> int:
@@ -210,8 +240,11 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``cacheclient COMMAND ...``"""
-    parser = build_parser()
-    return _run(parser, sys.argv[1:] if argv is None else argv, program=argv is None)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:
+        _tune_gc()
+    parser = build_parser(only=_command_in(args))
+    return _run(parser, args, program=argv is None)
 
 
 class _SingleCommand:

@@ -15,7 +15,7 @@ from cacheclient.cli._common import (
     warn,
 )
 from cacheclient.errors import NoMatchError
-from cacheclient.mirrors.catalogs import load_catalog
+from cacheclient.mirrors.catalogs import load_catalog, offline_sources
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import Resolution, closest_candidates, no_match_message, resolve
 from cacheclient.resolution.spec import parse_requests
@@ -38,6 +38,12 @@ def register(sub: Any) -> None:
     add_source_options(parser)
     add_store_option(parser)
     add_host_options(parser)
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never use the network: cached indexes only; with no source named, the builds "
+        "the store holds",
+    )
     parser.add_argument(
         "--explain", action="store_true", help="also list rejected builds with their reasons"
     )
@@ -84,11 +90,13 @@ def run(args: argparse.Namespace) -> int:
     requests = parse_requests(args.specs)
     host = host_from_args(args)
     settings = settings_from_args(args)
-    os_compat = settings.os_compat
+    os_compat, offline = settings.os_compat, settings.offline
     mirrors = list(settings.mirrors)
-    store = Store(settings.store) if mirrors else None
+    store = Store(settings.store) if (mirrors or offline) else None
     try:
-        catalog = load_catalog(settings.metadata, mirrors, store=store, warn=warn)
+        if offline and store is not None:
+            mirrors = offline_sources(settings.metadata, mirrors, store.root)
+        catalog = load_catalog(settings.metadata, mirrors, store=store, offline=offline, warn=warn)
         results = resolve(requests, catalog, host, os_compat=os_compat, preferred_stacks=mirrors)
     finally:
         if store is not None:

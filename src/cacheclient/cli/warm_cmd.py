@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
             report = warm(
                 manifest, client=client, profiles=profiles, allow_missing=args.allow_missing
             )
-        if args.lock and report.lock is not None and report.error is None:
-            _write_lock(Path(args.lock), report.lock)
+        if args.lock:
+            _lock_out(Path(args.lock), report)
     cache_key = report.lock.cache_key() if report.lock else None
     if args.json:
         print_json(report.to_dict())
@@ -141,17 +141,12 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _write_lock(path: Path, lock: Lock) -> None:
-    import os  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
+def _lock_out(path: Path, report: WarmReport) -> None:
+    """Write the lock only for a run that succeeded (missing specs count as a failure unless
+    --allow-missing): a failed run leaves an existing lock exactly as it was."""
+    from cacheclient.ci.lockfile import write_lock  # noqa: PLC0415
 
-    text = lock.to_json()
-    try:
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            return
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"--lock {path}: cannot write: {exc.strerror}") from None
+    if report.lock is not None and report.exit_code == 0:
+        write_lock(path, report.lock)
+    else:
+        warn(f"--lock {path}: not written, the run failed (an existing lock is left as it was)")

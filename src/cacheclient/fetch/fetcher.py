@@ -161,7 +161,7 @@ class Fetcher:
     ) -> None:
         self.mirrors = [m.rstrip("/") or m for m in mirrors]
         self.store = store
-        self.trust = trust or TrustStore(store.trust_dir)
+        self.trust = trust or TrustStore.for_store(store.trust_dir)
         self.allow_unsigned = allow_unsigned
         self.unsigned_mirrors = {m.rstrip("/") for m in unsigned_mirrors}
         self.offline = offline
@@ -810,7 +810,7 @@ def fetch_builds(
     the tarballs, so the reporter learns the job's total size before the large transfers start.
 
     :param mirrors: mirror URLs tried after those each record's ``stacks`` name.
-    :param trust: the trusted keys (default: the store's own trust directory).
+    :param trust: the trusted keys (default: the store's keyring and the user's).
     :param unsigned_mirrors: mirrors configured ``signed: false``.
     :param mirror_base: base URL for cache.spack.io stack names in ``record.stacks``.
     :raises VerificationError: a signature or checksum failed on every mirror that had the build,

@@ -30,6 +30,7 @@ from cacheclient.metadata.oci_image import (
     OCI_MANIFEST,
     blob_relative,
     build_tag,
+    is_oci_url,
     parse_image_manifest,
     read_config_spec,
 )
@@ -38,7 +39,6 @@ from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.resolution.agreement import signed_record
 from cacheclient.store import StoredBuild
 from cacheclient.transport import join_url
-from cacheclient.transport.oci import is_oci_url
 
 if TYPE_CHECKING:
     from cacheclient.fetch.fetcher import Fetcher, PendingBuild

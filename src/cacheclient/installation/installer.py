@@ -151,6 +151,10 @@ class InstallResult:
     def prefix_of(self, dag_hash: str) -> Path | None:
         return next((b.prefix for b in self.builds if b.record.hash == dag_hash), None)
 
+    def prefix_for(self, request: str) -> Path | None:
+        """The install prefix of the build chosen for *request* (as given to ``install``)."""
+        return self.requests.get(request)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "root": str(self.root),

@@ -4,17 +4,20 @@ Real indexes hold 60,000+ records. A reader therefore hands the catalog only a c
 ``name -> [hash, ...]`` and a function that builds one record from its hash; records are built
 on first access (``by_name``, ``get``, iteration) and cached. Catalogs built from several
 sources are merged with :meth:`Catalog.merge`: records with the same hash are one record whose
-``stacks`` are the union of theirs.
+``stacks`` are the union of theirs. A catalog may also sit on a :class:`RecordIndex` (the
+on-disk parsed index of a mirror): names, hashes and prefixes are then looked up in it, and
+nothing is loaded up front; merging catalogs is lazy too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from cacheclient.model import BuildRecord
 
-__all__ = ["Catalog", "RecordBuilder"]
+__all__ = ["Catalog", "RecordBuilder", "RecordIndex"]
 
 
 def __dir__() -> list[str]:
@@ -24,6 +27,93 @@ def __dir__() -> list[str]:
 RecordBuilder = Callable[[str], "BuildRecord | None"]
 """Builds the record of a hash, or returns ``None`` when the source does not hold it. May raise
 :class:`~cacheclient.errors.MetadataError` when the record is malformed."""
+
+
+class RecordIndex(Protocol):
+    """What a catalog needs from where its records live (a dict, a parsed-index file)."""
+
+    def names(self) -> Iterable[str]:
+        """Every package name (any order)."""
+        ...
+
+    def hashes(self, name: str) -> Sequence[str]:
+        """The hashes of *name* (empty if none)."""
+        ...
+
+    def all_hashes(self) -> Iterable[str]:
+        """Every hash, each once."""
+        ...
+
+    def with_prefix(self, prefix: str) -> Iterable[str]:
+        """The hashes that start with *prefix*."""
+        ...
+
+    def size(self) -> int:
+        """How many hashes."""
+        ...
+
+    def build(self, dag_hash: str) -> BuildRecord | None:
+        """The record of *dag_hash* (see :data:`RecordBuilder`)."""
+        ...
+
+
+class _MapIndex:
+    """A :class:`RecordIndex` over ``name -> [hash, ...]`` and a builder."""
+
+    __slots__ = ("_by_name", "build")
+
+    def __init__(self, by_name: Mapping[str, Sequence[str]], build: RecordBuilder) -> None:
+        self._by_name = by_name
+        self.build = build
+
+    def names(self) -> Iterable[str]:
+        return self._by_name.keys()
+
+    def hashes(self, name: str) -> Sequence[str]:
+        return self._by_name.get(name, ())
+
+    def all_hashes(self) -> Iterator[str]:
+        return (h for hashes in self._by_name.values() for h in hashes)
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        return [h for h in self.all_hashes() if h.startswith(prefix)]
+
+    def size(self) -> int:
+        return sum(len(v) for v in self._by_name.values())
+
+
+class _MergedIndex:
+    """The union of several catalogs, computed lazily (first catalog wins, see ``merge``)."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: Sequence[Catalog]) -> None:
+        self._parts = parts
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(n for part in self._parts for n in part._index.names()))
+
+    def hashes(self, name: str) -> list[str]:
+        return list(dict.fromkeys(h for part in self._parts for h in part._index.hashes(name)))
+
+    def all_hashes(self) -> Iterator[str]:
+        return iter(dict.fromkeys(h for part in self._parts for h in part._index.all_hashes()))
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        return list(
+            dict.fromkeys(h for part in self._parts for h in part._index.with_prefix(prefix))
+        )
+
+    def size(self) -> int:
+        return sum(1 for _ in self.all_hashes())
+
+    def build(self, dag_hash: str) -> BuildRecord | None:
+        found: BuildRecord | None = None
+        for part in self._parts:
+            record = part.get(dag_hash)
+            if record is not None:
+                found = record if found is None else _union(found, record)
+        return found
 
 
 class Catalog:
@@ -37,7 +127,7 @@ class Catalog:
     (['1.3'], 1, True)
     """
 
-    __slots__ = ("_build", "_by_name", "_cache", "_len", "source", "warnings")
+    __slots__ = ("_cache", "_index", "_len", "source", "warnings")
 
     source: str
     warnings: tuple[str, ...]
@@ -57,22 +147,20 @@ class Catalog:
                 continue
             cache[record.hash] = record
             by_name.setdefault(record.name, []).append(record.hash)
-        self._init(source, warnings, by_name, cache.get, cache)
+        self._init(source, warnings, _MapIndex(by_name, cache.get), cache)
 
     def _init(
         self,
         source: str,
         warnings: Sequence[str],
-        by_name: Mapping[str, Sequence[str]],
-        build: RecordBuilder,
+        index: RecordIndex,
         cache: dict[str, BuildRecord],
     ) -> None:
         self.source = source
         self.warnings = tuple(warnings)
-        self._by_name = by_name
-        self._build = build
+        self._index = index
         self._cache = cache
-        self._len = sum(len(v) for v in by_name.values())
+        self._len: int | None = None
 
     @classmethod
     def lazy(
@@ -89,40 +177,48 @@ class Catalog:
         :param build: builds the record of a hash listed in *by_name* (or returns ``None``
             for an unknown hash).
         """
+        return cls.over(_MapIndex(by_name, build), source=source, warnings=warnings)
+
+    @classmethod
+    def over(cls, index: RecordIndex, *, source: str, warnings: Sequence[str] = ()) -> Catalog:
+        """A catalog on a :class:`RecordIndex`: nothing is read until it is asked for."""
         self = cls.__new__(cls)
-        self._init(source, warnings, by_name, build, {})
+        self._init(source, warnings, index, {})
         return self
 
     def _get_known(self, dag_hash: str) -> BuildRecord | None:
         record = self._cache.get(dag_hash)
         if record is None:
-            record = self._build(dag_hash)
+            record = self._index.build(dag_hash)
             if record is not None:
                 self._cache[dag_hash] = record
         return record
 
-    def names(self) -> list[str]:
-        """Sorted package names."""
-        return sorted(self._by_name)
-
-    def by_name(self, name: str) -> list[BuildRecord]:
-        """Every record of package *name* (empty if none); cheap."""
+    def _records(self, hashes: Iterable[str]) -> list[BuildRecord]:
         out = []
-        for h in self._by_name.get(name, ()):
+        for h in hashes:
             record = self._get_known(h)
             if record is not None:
                 out.append(record)
         return out
 
+    def names(self) -> list[str]:
+        """Sorted package names."""
+        return sorted(self._index.names())
+
+    def by_name(self, name: str) -> list[BuildRecord]:
+        """Every record of package *name* (empty if none); cheap."""
+        return self._records(self._index.hashes(name))
+
     def hashes(self, name: str | None = None) -> list[str]:
         """The hashes of *name* (all hashes when ``None``) without building any record."""
         if name is not None:
-            return list(self._by_name.get(name, ()))
-        return [h for hashes in self._by_name.values() for h in hashes]
+            return list(self._index.hashes(name))
+        return list(self._index.all_hashes())
 
     def count(self, name: str) -> int:
         """How many records *name* has, without building them."""
-        return len(self._by_name.get(name, ()))
+        return len(self._index.hashes(name))
 
     def get(self, dag_hash: str) -> BuildRecord | None:
         """The record with this full hash, or ``None``."""
@@ -133,31 +229,25 @@ class Catalog:
 
     def find_prefix(self, prefix: str) -> list[BuildRecord]:
         """Records whose hash starts with *prefix* (for ``/abc1234`` requests)."""
-        out = []
-        for hashes in self._by_name.values():
-            for h in hashes:
-                if h.startswith(prefix):
-                    record = self._get_known(h)
-                    if record is not None:
-                        out.append(record)
-        return out
+        return self._records(self._index.with_prefix(prefix))
 
     def __len__(self) -> int:
+        if self._len is None:
+            self._len = self._index.size()
         return self._len
 
     def __iter__(self) -> Iterator[BuildRecord]:
-        for hashes in self._by_name.values():
-            for h in hashes:
-                record = self._get_known(h)
-                if record is not None:
-                    yield record
+        for h in self._index.all_hashes():
+            record = self._get_known(h)
+            if record is not None:
+                yield record
 
     def __repr__(self) -> str:
-        return f"<Catalog {self.source!r}: {self._len} records, {len(self._by_name)} names>"
+        return f"<Catalog {self.source!r}: {len(self)} records>"
 
     @classmethod
     def merge(cls, catalogs: Sequence[Catalog]) -> Catalog:
-        """One catalog holding every record of *catalogs*.
+        """One catalog holding every record of *catalogs* (nothing is read up front).
 
         For a hash present in several catalogs, the first catalog's record wins, its
         ``stacks`` become the union of all (in order), and fields it lacks (manifest path,
@@ -166,28 +256,9 @@ class Catalog:
         parts = list(catalogs)
         if len(parts) == 1:
             return parts[0]
-        by_name: dict[str, list[str]] = {}
-        seen: set[str] = set()
-        for part in parts:
-            for name, hashes in part._by_name.items():
-                bucket = by_name.setdefault(name, [])
-                for h in hashes:
-                    if h not in seen:
-                        seen.add(h)
-                        bucket.append(h)
-
-        def build(dag_hash: str) -> BuildRecord | None:
-            found: BuildRecord | None = None
-            for part in parts:
-                record = part.get(dag_hash)
-                if record is not None:
-                    found = record if found is None else _union(found, record)
-            return found
-
-        return cls.lazy(
+        return cls.over(
+            _MergedIndex(parts),
             source=" + ".join(p.source for p in parts),
-            by_name=by_name,
-            build=build,
             warnings=[w for p in parts for w in p.warnings],
         )
 

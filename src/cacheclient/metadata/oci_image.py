@@ -38,6 +38,7 @@ __all__ = [
     "ensure_valid_tag",
     "index_image",
     "is_build_tag",
+    "is_oci_url",
     "oci_architecture",
     "parse_image_manifest",
     "read_config_spec",
@@ -64,6 +65,19 @@ MAX_CONFIG_LAYOUT = 3
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _NOT_TAG = re.compile(r"[^\w.-]")
+
+
+_OCI_SCHEMES = ("oci", "oci+http", "oci+https")
+
+
+def is_oci_url(url: str) -> bool:
+    """Whether *url* names an OCI registry repository (``oci://`` or ``oci+http://``).
+
+    >>> is_oci_url("oci://ghcr.io/spack/cache"), is_oci_url("https://mirror.example")
+    (True, False)
+    """
+    scheme, sep, _rest = url.partition("://")
+    return bool(sep) and scheme.lower() in _OCI_SCHEMES
 
 
 def ensure_valid_tag(tag: str) -> str:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from cacheclient.errors import MetadataError, UsageError
 from cacheclient.metadata.catalog import Catalog
-from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.indexcache import open_mirrors
-from cacheclient.store import Store
+from cacheclient.store import INDEX_MANIFEST, Store
 
-__all__ = ["load_catalog", "read_page_text"]
+__all__ = ["load_catalog", "offline_sources", "read_page_text"]
 
 
 def __dir__() -> list[str]:
@@ -40,6 +39,27 @@ def read_page_text(location: str) -> str:
         raise UsageError(f"--metadata {location}: cannot read: {exc.strerror}") from None
 
 
+def offline_sources(metadata: Sequence[str], mirrors: Sequence[str], store_root: Path) -> list[str]:
+    """The mirrors an ``--offline`` command reads: those named, else the store itself.
+
+    The store keeps a v3 index of every build it holds (``store.write_index``), so with no
+    source named it serves as the mirror, as ``install-from-cache --offline`` always did.
+
+    :raises UsageError: a page that only the network can give, or nothing to read at all.
+    """
+    remote = [m for m in metadata if m.startswith(("http://", "https://"))]
+    if remote:
+        raise UsageError(f"--offline: the page {remote[0]} needs the network (save it to a file)")
+    if mirrors or metadata:
+        return list(mirrors)
+    if (store_root / INDEX_MANIFEST).is_file():
+        return [str(store_root)]
+    raise UsageError(
+        f"--offline with no --mirror or --metadata: the store {store_root} holds no builds yet "
+        "(fetch them once online, or name a local mirror)"
+    )
+
+
 def load_catalog(
     metadata: Sequence[str],
     mirrors: Sequence[str],
@@ -56,7 +76,11 @@ def load_catalog(
     """
     if not metadata and not mirrors:
         raise UsageError("no source given: pass --metadata PAGE or --mirror URL")
-    catalogs = [read_page(read_page_text(location), location) for location in metadata]
+    catalogs: list[Catalog] = []
+    if metadata:
+        from cacheclient.metadata.page import read_page  # noqa: PLC0415 - imports YAML
+
+        catalogs = [read_page(read_page_text(location), location) for location in metadata]
     if mirrors:
         catalogs += open_mirrors(mirrors, store=store, offline=offline, warn=warn)
     return catalogs[0] if len(catalogs) == 1 else Catalog.merge(catalogs)

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cacheclient.errors import MetadataError, VerificationError
 from cacheclient.metadata.catalog import Catalog
@@ -28,11 +28,13 @@ from cacheclient.metadata.oci_image import (
     blob_relative,
     build_tag,
     is_build_tag,
+    is_oci_url,
     parse_image_manifest,
     read_config_spec,
 )
-from cacheclient.transport import Transport, join_url, transport_for
-from cacheclient.transport.oci import OciTransport, is_oci_url, parse_oci_url
+
+if TYPE_CHECKING:
+    from cacheclient.transport import Transport
 
 __all__ = [
     "LIST_TAGS_ENV",
@@ -57,6 +59,11 @@ LIST_TAGS_ENV = "CACHECLIENT_OCI_LIST_TAGS"
 
 OCI_INDEX_PATH = f"manifests/{INDEX_TAG}"
 """The index image's manifest, below an ``oci://`` mirror URL."""
+
+
+def join_url(base: str, relative: str) -> str:
+    """*relative* below a mirror URL (the transport package is imported only for requests)."""
+    return f"{base.rstrip('/')}/{relative}"
 
 
 def list_tags_wanted(environ: Mapping[str, str] | None = None) -> bool:
@@ -124,6 +131,8 @@ def read_oci_index(
 
 def open_oci_catalog(url: str) -> Catalog:
     """The catalog of the OCI cache at *url*, read directly (no cache in a store)."""
+    from cacheclient.transport import transport_for  # noqa: PLC0415 - only for a request
+
     found = read_oci_index(transport_for(url), url)
     if found.data is None:  # pragma: no cover - nothing was cached to compare with
         raise MetadataError(url, "", "the index could not be read")
@@ -133,6 +142,8 @@ def open_oci_catalog(url: str) -> Catalog:
 
 
 def _from_tags(transport: Transport, url: str, old_hash: str | None) -> OciIndex:
+    from cacheclient.transport.oci import OciTransport, parse_oci_url  # noqa: PLC0415
+
     ref = parse_oci_url(url)
     if not isinstance(transport, OciTransport):
         raise MetadataError(url, "", "tag listing needs cacheclient's own OCI transport")

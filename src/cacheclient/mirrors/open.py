@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
 from cacheclient.metadata.manifest import parse_manifest
+from cacheclient.metadata.oci_image import is_oci_url
 from cacheclient.model import BlobRef
-from cacheclient.transport.oci import is_oci_url
 
-__all__ = ["Reader", "check_blob", "local_reader", "open_catalog", "read_blob"]
+__all__ = ["Reader", "check_blob", "local_reader", "local_root", "open_catalog", "read_blob"]
 
 
 def __dir__() -> list[str]:
@@ -131,12 +130,15 @@ def open_catalog(mirror_url: str, read: Callable[[str], bytes | None]) -> Catalo
     return catalog
 
 
-def _root_of(root: str | Path) -> Path:
+def local_root(root: str | Path) -> Path:
+    """The directory of a local mirror given as a path or a ``file://`` URL."""
     if isinstance(root, str) and root.startswith("file:"):
+        from urllib.request import url2pathname  # noqa: PLC0415 - slow to import
+
         parsed = urllib.parse.urlsplit(root)
-        path = urllib.request.url2pathname(parsed.path)
+        path = url2pathname(parsed.path)
         if parsed.netloc not in ("", "localhost"):  # file://relative/dir: read as relative
-            path = urllib.request.url2pathname(parsed.netloc + parsed.path)
+            path = url2pathname(parsed.netloc + parsed.path)
         return Path(path)
     return Path(root)
 
@@ -151,7 +153,7 @@ def local_reader(root: str | Path) -> Callable[[str], bytes | None]:
     >>> read("v3/layout.json") is None
     True
     """
-    base = _root_of(root)
+    base = local_root(root)
     where = str(root)
 
     def read(relative: str) -> bytes | None:

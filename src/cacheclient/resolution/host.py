@@ -35,6 +35,7 @@ __all__ = [
     "detect_host",
     "detect_target",
     "format_libc",
+    "infer_family",
     "os_from_os_release",
     "parse_cpuinfo",
     "parse_libc",
@@ -234,6 +235,31 @@ def _compatible(facts: ProcessorFacts, target: Any) -> bool:
     return bool(target.name == facts.family)
 
 
+def infer_family(cpuinfo: str) -> str | None:
+    """The machine family a ``/proc/cpuinfo`` text comes from, or None when it does not say.
+
+    x86 lists ``vendor_id`` and ``flags``; AArch64 ``CPU implementer`` and ``Features``; RISC-V
+    ``isa : rv64...``; POWER ``cpu : POWERn``. The file does not record POWER's byte order:
+    POWER8 and later are taken as ``ppc64le`` (every current Linux distribution for them),
+    earlier ones as ``ppc64``; pass the family explicitly for a big-endian POWER8+ host.
+    """
+    keys: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            keys.setdefault(key.strip().lower(), value.strip())
+    if "vendor_id" in keys or ("flags" in keys and "model name" in keys):
+        return "x86_64"
+    if "cpu implementer" in keys or ("features" in keys and "cpu architecture" in keys):
+        return "aarch64"
+    power = re.match(r"POWER(\d+)", keys.get("cpu", ""), re.IGNORECASE)
+    if power:
+        return "ppc64le" if int(power.group(1)) >= 8 else "ppc64"
+    if keys.get("isa", "").lower().startswith("rv64"):
+        return "riscv64"
+    return None
+
+
 def detect_target(cpuinfo: str, family: str) -> str:
     """The archspec target name for a ``/proc/cpuinfo`` text of a *family* machine.
 
@@ -355,8 +381,10 @@ def detect_host(
     """A profile from the given texts; whatever is not given is probed when *probe* is true.
 
     With ``probe=False`` a missing text gives ``unknown`` OS / the family as target and no libc.
+    The family of a *cpuinfo* text is read from the text (:func:`infer_family`) unless given.
     """
-    fam = family or _machine_family()
+    inferred = infer_family(cpuinfo) if cpuinfo is not None and family is None else None
+    fam = family or inferred or _machine_family()
     if cpuinfo is not None:
         target = detect_target(cpuinfo, fam)
     else:

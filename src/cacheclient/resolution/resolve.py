@@ -51,6 +51,7 @@ __all__ = [
     "Resolution",
     "catalog_closure",
     "closest_candidates",
+    "matches",
     "no_match_message",
     "resolve",
     "resolve_or_raise",
@@ -280,6 +281,12 @@ def _request_reasons(rec: BuildRecord, req: Request) -> list[Reason]:
                 )
             )
     return reasons
+
+
+def matches(record: BuildRecord, request: Request) -> bool:
+    """Whether *record* satisfies *request* (name, versions, variants, compiler, arch, hash),
+    whatever the host."""
+    return not _request_reasons(record, request)
 
 
 # --------------------------------------------------------------------------- ranking

@@ -139,8 +139,9 @@ class _Builder:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, anonymous: bool = False) -> None:
         self.text = text
+        self.anonymous = anonymous
         self.requests: list[Request] = []
         self.current = _Builder(start=0)
 
@@ -169,7 +170,7 @@ class _Parser:
         if not self.requests:
             raise UsageError(f"invalid spec {text!r}: empty")
         for req in self.requests:
-            if req.name is None and req.hash_prefix is None:
+            if req.name is None and req.hash_prefix is None and not self.anonymous:
                 raise UsageError(
                     f"invalid spec {text!r}: {req.text!r} names no package "
                     "(a spec starts with a name or a /hash)"
@@ -251,16 +252,19 @@ class _Parser:
         self.add_variant(pos, VariantRequest(name=key, value=values))
 
 
-def parse_request(text: str) -> Request:
-    """Parse exactly one request; :class:`UsageError` if *text* holds none or several."""
-    found = _Parser(text).parse()
+def parse_request(text: str, *, anonymous: bool = False) -> Request:
+    """Parse exactly one request; :class:`UsageError` if *text* holds none or several.
+
+    *anonymous*: accept a request that names no package (``target=x86_64_v3``), as a query
+    over installed builds does."""
+    found = _Parser(text, anonymous=anonymous).parse()
     if len(found) != 1:
         raise UsageError(f"invalid spec {text!r}: expected one spec, found {len(found)}")
     return found[0]
 
 
-def parse_requests(args: Sequence[str]) -> list[Request]:
-    """Parse command-line words into requests.
+def parse_requests(args: Sequence[str], *, anonymous: bool = False) -> list[Request]:
+    """Parse command-line words into requests (*anonymous*: as for :func:`parse_request`).
 
     Each word is parsed on its own; a word that does not start with a name (``+docs``,
     ``@1.2``, ``target=zen4``) adds to the request before it, as in Spack's command line.
@@ -271,4 +275,4 @@ def parse_requests(args: Sequence[str]) -> list[Request]:
     joined = " ".join(a.strip() for a in args)
     if not joined.strip():
         raise UsageError("no spec given")
-    return _Parser(joined).parse()
+    return _Parser(joined, anonymous=anonymous).parse()

@@ -5,8 +5,9 @@ Layout under the root (everything outside ``.cacheclient/`` is a valid Spack mir
     blobs/sha256/<c[:2]>/<c>                              verified blobs (tarballs, spec, index)
     v3/layout.json                                        {"signing": "gpg"}
     v3/manifests/spec/<N>/<N>-<V>-<H>.spec.manifest.json  byte-for-byte as fetched (still verifies)
-    v3/manifests/index/index.manifest.json                index of what the store holds
+    v3/manifests/index/index.manifest.json                index of the v3 builds
     build_cache/<...>.spec.json[.sig], build_cache/<A>/.../<...>.spack   builds fetched from v2
+    build_cache/index.json, v3/manifests/key/, build_cache/_pgp/   see :mod:`.publish`
     .cacheclient/builds/<H>.json      one record per stored build (layout, blobs, mirror, signer)
     .cacheclient/partial/<c>.partial  downloads in progress (resumable)
     .cacheclient/locks/<c>.dl|.use    per-blob locks
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gzip
 import hashlib
 import json
 import os
@@ -570,50 +570,8 @@ class Store:
 
     # -- index ---------------------------------------------------------------------------------
     def write_index(self) -> Path:
-        """Rewrite the v3 index (db.v8 blob + index manifest) from the stored builds."""
-        lock = _FileLock(self.private_dir / "locks" / "index.lock")
-        lock.acquire()
-        try:
-            builds = [b for b in self.builds() if self.has_blob(b.tarball.checksum)]
-            held = {b.hash for b in builds}
-            nodes: dict[str, dict[str, Any]] = {}
-            for build in builds:
-                for node in self._spec_nodes(build):
-                    node_hash = node.get("hash")
-                    if isinstance(node_hash, str) and node_hash not in nodes:
-                        nodes[node_hash] = node
-            ref_count = dict.fromkeys(nodes, 0)
-            for node in nodes.values():
-                for dep in node.get("dependencies", []) or []:
-                    if isinstance(dep, dict) and dep.get("hash") in ref_count:
-                        ref_count[str(dep["hash"])] += 1
-            installs = {
-                h: {"spec": node, "ref_count": ref_count[h], "in_buildcache": h in held}
-                for h, node in sorted(nodes.items())
-            }
-            db = json.dumps(
-                {"database": {"version": "8", "installs": installs}}, separators=(",", ":")
-            ).encode()
-            digest = self.put_blob(db, pin=True)
-            record = {
-                "contentLength": len(db),
-                "mediaType": DB_MEDIA_TYPE,
-                "compression": "none",
-                "checksumAlgorithm": "sha256",
-                "checksum": digest,
-            }
-            manifest = json.dumps({"version": 3, "data": [record]}, indent=0, separators=(",", ":"))
-            return self.write_file(INDEX_MANIFEST, manifest.encode() + b"\n")
-        finally:
-            lock.release()
+        """Publish the store as Spack reads it: the v3 index of its v3 builds, the v2 index of
+        its v2 builds, its trusted signers' keys (see :mod:`cacheclient.store.publish`)."""
+        from cacheclient.store.publish import publish  # noqa: PLC0415 - publish imports Store
 
-    def _spec_nodes(self, build: StoredBuild) -> list[dict[str, Any]]:
-        try:
-            raw = self.blob_path(build.spec_blob.checksum).read_bytes()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-            data = json.loads(raw)
-            nodes = data["spec"]["nodes"]
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
-            return []
-        return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
+        return self.root / publish(self).index_v3

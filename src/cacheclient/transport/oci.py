@@ -35,6 +35,7 @@ import requests
 import requests.adapters
 
 from cacheclient.errors import DownloadError, MetadataError, UsageError, VerificationError
+from cacheclient.metadata.oci_image import is_oci_url
 from cacheclient.transport.base import (
     Fetched,
     Stream,
@@ -80,11 +81,6 @@ _REPO = re.compile(
 )
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DOCKER_HUB = "index.docker.io"
-
-
-def is_oci_url(url: str) -> bool:
-    """Whether *url* names an OCI registry repository (``oci://`` or ``oci+http://``)."""
-    return url.split("://", 1)[0].lower() in _SCHEMES if "://" in url else False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
