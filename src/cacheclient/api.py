@@ -47,7 +47,7 @@ def install(
 ) -> InstallResult:
     """Resolve *specs* for *host* (default: this machine), fetch and install their closures.
 
-    Signatures are checked against *trust* (default: the store's trusted keys) unless
+    Signatures are checked against *trust* (default: the store's keyring and the user's) unless
     *allow_unsigned*. The result maps each request to its prefix (``result.requests``).
 
     :raises CacheClientError: the subclass of the first failure (no match: 3, verification: 4,

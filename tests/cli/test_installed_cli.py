@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -315,3 +316,70 @@ def test_the_library_result_maps_each_request_to_its_prefix(tmp_path: Path) -> N
     assert (tool / "bin" / "demo-tool").is_file()
     assert result.to_dict()["requests"][f"demo-zlib/{ZLIB}"].endswith(ZLIB)
     assert result.prefix_for("nothing") is None
+
+
+def test_json_outputs_follow_their_published_schemas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib import resources
+
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    folder = resources.files("cacheclient") / "schemas"
+    schemas = {
+        e.name.removesuffix(".json"): json.loads(e.read_text("utf-8"))
+        for e in folder.iterdir()
+        if e.name.endswith(".json")
+    }
+    registry: Registry[Any] = Registry().with_resources(
+        (f"https://cacheclient.invalid/schemas/{n}.json", Resource.from_contents(d))
+        for n, d in schemas.items()
+    )
+    root = tmp_path / "root"
+    _install(tmp_path, root, "demo-tool@1.0.0")
+    for argv in (
+        ["list", "-p"],
+        ["list", "demo-nothing"],
+        ["env", "demo-tool"],
+        ["uninstall", "demo-tool"],
+        ["uninstall", "demo-zlib"],
+    ):
+        capsys.readouterr()
+        main([*argv, "--root", str(root), "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        name = doc["schema"].removeprefix("cacheclient.")
+        errors = list(Draft202012Validator(schemas[name], registry=registry).iter_errors(doc))
+        assert not errors, (argv, [e.message for e in errors[:3]])
+        assert (doc.get("error") is None) == (argv[-1] not in ("demo-nothing", "demo-zlib"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("relative/prefix", "is not an absolute path"),
+        ("/tmp/x\n/evil", "holds a control character"),
+        ("/tmp/x:/evil", "holds ':'"),
+    ],
+)
+def test_a_tampered_prefix_is_never_handed_to_a_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, why: str
+) -> None:
+    root = tmp_path / "root"
+    _install(tmp_path, root, f"demo-zlib/{ZLIB}")
+    db_path = root / ".cacheclient" / "installed.json"
+    db = json.loads(db_path.read_text())
+    db["installs"][ZLIB]["prefix"] = bad
+    db["installs"][ZLIB]["name"] = "demo-zlib\x1b[2J"
+    db_path.write_text(json.dumps(db))
+    capsys.readouterr()
+    code, out, err = _cli(capsys, "location", f"/{ZLIB[:7]}", "--root", str(root))
+    assert (code, out) == (8, "")
+    assert why in err
+    code, out, err = _cli(capsys, "env", f"/{ZLIB[:7]}", "--root", str(root))
+    assert code == 0
+    assert "/evil" not in out
+    assert "left out" in err
+    code, out, _ = _cli(capsys, "list", "--root", str(root))
+    assert "\x1b" not in out
+    assert "demo-zlib?[2J" in out

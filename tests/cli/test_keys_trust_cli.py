@@ -42,11 +42,11 @@ def test_short_key_id_into_the_user_keyring_survives_clearing_caches(
     assert Path(keys[0]["path"]).is_relative_to(config)
 
     shutil.rmtree(cache)  # the user clears caches: the store (and its fetched keys) go
-    assert [k["keyring"] for k in _listing(capsys)] == ["user"]
     root = tmp_path / "root"
     install = ["install", "demo-tool@1.0.0", "--mirror", str(SPACK_V3_SIGNED), *HOST]
-    assert main([*install, "--root", str(root), "--quiet"]) == 0
+    assert main([*install, "--root", str(root), "--quiet"]) == 0  # verified by the user's key
     assert list(root.glob("*/demo-tool-1.0.0-*/bin/demo-tool"))
+    assert [k["keyring"] for k in _listing(capsys)] == ["user"]
 
     assert main(["keys", "list"]) == 0
     assert f"{FPR}  Spack Demo Fixture Signer" in capsys.readouterr().out

@@ -115,3 +115,12 @@ def test_an_explicit_profile_the_host_cannot_run_is_taken_with_a_warning(
 def test_lock_lists_the_profiles(lock: Path) -> None:
     profiles = [p["profile"]["target"] for p in json.loads(lock.read_text())["profiles"]]
     assert profiles == ["x86_64_v3", "x86_64_v4"]
+
+
+def test_json_names_the_installed_profile(lock: Path, tmp_path: Path, capsys: Capture) -> None:
+    assert main(["keys", "trust", str(SPACK_V3_KEY), "--store", str(tmp_path / "runner")]) == 0
+    capsys.readouterr()
+    code, _, _ = _install(lock, tmp_path, "--os", "debian12", "--target", "zen4", "--json", "-q")
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["lock_profile"] == "linux-debian12-x86_64_v4"

@@ -14,7 +14,8 @@ from typing import Any
 
 from cacheclient.cli._common import print_json, warn
 from cacheclient.cli._installed import add_root_option, load_root
-from cacheclient.installation.query import closure, match_one
+from cacheclient.cli.terminal import printable
+from cacheclient.installation.query import closure, match_one, prefix_problem
 from cacheclient.installation.shellenv import SHELLS, environment, render
 from cacheclient.resolution.spec import parse_requests
 
@@ -77,9 +78,17 @@ def run(args: argparse.Namespace) -> int:
         walk = [r for r in walk if r.hash not in wanted]
     for dag_hash in missing:
         warn(f"dependency /{dag_hash[:7]} is not installed in {root}: left out")
+    usable = []
     for rec in walk:
+        label = printable(f"{rec.name}@{rec.version} /{rec.hash[:7]}")
+        problem = prefix_problem(rec.prefix)
+        if problem is not None:
+            warn(f"{label}: its recorded prefix {problem}: left out")
+            continue
         if not os.path.isdir(rec.prefix):
-            warn(f"{rec.name}@{rec.version} /{rec.hash[:7]}: prefix {rec.prefix} is missing")
+            warn(f"{label}: prefix {rec.prefix} is missing")
+        usable.append(rec)
+    walk = usable
     # Requested builds first on PATH, then their dependencies (the reverse of post-order).
     prefixes = [r.prefix for r in reversed(walk)]
     variables = environment(prefixes, os.environ)

@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         data["store"] = str(fetched.store)
         data["downloaded_bytes"] = fetched.downloaded_bytes
         data["unsigned"] = unsigned_builds
+        data["lock_profile"] = plan.profile  # with --from-lock: the profile installed
         data["requests"] = [
             {
                 "request": res.request,

@@ -7,6 +7,7 @@ from typing import Any
 
 from cacheclient.cli._common import print_json
 from cacheclient.cli._installed import add_root_option, load_root
+from cacheclient.cli.terminal import printable
 from cacheclient.errors import NoMatchError
 from cacheclient.installation.query import match, parse_installed
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 line += f"  {arch}"
             if args.paths:
                 line += f"  {rec.prefix}"
-            print(line)
+            print(printable(line))
     if args.specs and not found:
         where = str(root) if exists else f"{root} (no builds installed there)"
         raise NoMatchError(f"no installed build matches {' '.join(args.specs)!r} in {where}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from cacheclient.cli._installed import add_root_option, load_root
 from cacheclient.errors import StoreError
-from cacheclient.installation.query import match_one
+from cacheclient.installation.query import match_one, prefix_problem
 from cacheclient.resolution.spec import parse_request
 
 __all__ = ["register", "run"]
@@ -35,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
     request = parse_request(" ".join(args.spec), anonymous=True)
     root, db, _ = load_root(args)
     record = match_one(db.records, request, str(root))
+    problem = prefix_problem(record.prefix)
+    if problem is not None:
+        raise StoreError(
+            f"{root}: the prefix recorded for {record.name}@{record.version} {problem}"
+        )
     if not Path(record.prefix).is_dir():
         raise StoreError(
             f"{record.prefix}: recorded for {record.name}@{record.version} but missing "

@@ -7,6 +7,7 @@ from typing import Any
 
 from cacheclient.cli._common import print_json, warn
 from cacheclient.cli._installed import add_root_option, root_from_args
+from cacheclient.cli.terminal import printable
 from cacheclient.installation.uninstall import uninstall
 
 __all__ = ["register", "run"]
@@ -47,5 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for removal in result.removed:
         rec = removal.record
         gone = "" if removal.prefix_removed else " (its prefix was already gone)"
-        print(f"uninstalled {rec.name}@{rec.version} /{rec.hash[:7]}  {rec.prefix}{gone}")
+        print(
+            printable(f"uninstalled {rec.name}@{rec.version} /{rec.hash[:7]}  {rec.prefix}{gone}")
+        )
     return 0

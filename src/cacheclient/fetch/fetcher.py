@@ -1,15 +1,10 @@
 """Fetch resolved builds into the store: signature first, then checksums, never trusting a mirror.
 
-For each build, :func:`fetch_builds` looks in the store first. Otherwise it tries the mirrors
-that the catalog says hold the build (``record.stacks``), then the others, and per mirror the
-layouts it has (v3, then v2):
-
-* v3: GET the spec manifest; verify its clearsign signature with the trusted keys (unless
-  unsigned builds are allowed); parse the manifest from the *verified* payload; download the spec
-  blob and the tarball into the store, checking length and sha256 while streaming; check that the
-  signed spec's root hash is the hash that was asked for.
-* v2: GET ``.spec.json.sig`` (``.spec.json`` only when unsigned is allowed), verify, parse, and
-  download the ``.spack`` tarball checking ``binary_cache_checksum``.
+For each build, :class:`Fetcher` looks in the store first (re-verifying what it reads there).
+Otherwise it tries the mirrors that the record says hold the build (``record.stacks``, see
+:mod:`.routing`), then the others, and per mirror the layouts it has: :mod:`.layout_v3` (signed
+spec manifest, spec blob) and :mod:`.layout_v2` (signed spec file). Each layout returns a
+:class:`~.results.PendingBuild`: metadata verified, tarball still to come.
 
 The work runs in two parallel phases: first every build's metadata (signature, manifest, spec
 blob, root hash), then the tarballs, so the progress display knows the job's total size. If a
@@ -24,10 +19,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cacheclient.errors import (
@@ -39,15 +32,18 @@ from cacheclient.errors import (
     VerificationError,
 )
 from cacheclient.events import Reporter
+from cacheclient.fetch.layout_v2 import plan_v2
+from cacheclient.fetch.layout_v3 import plan_v3
 from cacheclient.fetch.oci_source import OCI_LAYOUT, is_oci_url, oci_from_store, plan_oci
-from cacheclient.fetch.results import FetchedBlob, FetchedBuild, FetchResult
-from cacheclient.metadata.clearsign import is_clearsigned, split_clearsigned
-from cacheclient.metadata.layout import (
-    spec_manifest_path,
-    v2_specfile_paths,
-    v2_tarball_path,
+from cacheclient.fetch.results import FetchedBlob, FetchedBuild, FetchResult, PendingBuild
+from cacheclient.fetch.routing import (
+    DEFAULT_MIRROR_BASE,
+    MirrorHealth,
+    NotHere,
+    severity,
+    stack_mirror_url,
 )
-from cacheclient.metadata.manifest import decode_text, parse_manifest
+from cacheclient.metadata.manifest import parse_manifest
 from cacheclient.metadata.specfile import SpecFile, read_specfile
 from cacheclient.model import BlobRef, BuildRecord
 from cacheclient.resolution.agreement import first_disagreement, signed_record
@@ -78,61 +74,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
-DEFAULT_MIRROR_BASE = "https://binaries.spack.io/develop"
-V2_TARBALL_MEDIA_TYPE = "application/vnd.spack.install.v1.tar+gzip"
-
-
-def stack_mirror_url(stack: str, base: str | None = None) -> str:
-    """The mirror URL of a cache.spack.io stack: ``<base>`` for ``root``, else ``<base>/<stack>``.
-
-    Entries that already are URLs or paths are returned unchanged.
-
-    >>> stack_mirror_url("root"), stack_mirror_url("e4s", "https://m.example/v1")
-    ('https://binaries.spack.io/develop', 'https://m.example/v1/e4s')
-    """
-    if _is_location(stack):
-        return stack
-    root = (base or DEFAULT_MIRROR_BASE).rstrip("/")
-    return root if stack == "root" else f"{root}/{stack}"
-
-
-def _is_location(value: str) -> bool:
-    return "://" in value or value.startswith(("/", ".", "~"))
-
-
 _T = TypeVar("_T")
-
-
-class _NotHere(Exception):
-    """The build is not on this mirror (404 on every layout)."""
-
-
-@dataclass
-class _Health:
-    """Failure counts per mirror, shared by the download threads."""
-
-    limit: int
-    failures: dict[str, int] = field(default_factory=dict)
-    layouts: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def usable(self, mirror: str) -> bool:
-        with self.lock:
-            return self.failures.get(mirror, 0) < self.limit
-
-    def failed(self, mirror: str) -> None:
-        with self.lock:
-            self.failures[mirror] = self.failures.get(mirror, 0) + 1
-
-
-_SEVERITY = (VerificationError, StoreError, MetadataError, DownloadError)
-
-
-def _severity(exc: CacheClientError) -> int:
-    for rank, kind in enumerate(_SEVERITY):
-        if isinstance(exc, kind):
-            return rank
-    return len(_SEVERITY)
 
 
 class Fetcher:
@@ -168,7 +110,7 @@ class Fetcher:
         self.reporter = reporter or Reporter()
         self.jobs = max(1, jobs)
         self.options = options or options_from_env(pool_size=self.jobs + 2)
-        self.health = _Health(limit=failure_limit)
+        self.health = MirrorHealth(limit=failure_limit)
         self.mirror_base = mirror_base
         self.downloaded = 0
         self.warnings: list[str] = []
@@ -292,7 +234,7 @@ class Fetcher:
                     str(exc), url=url, mirror=mirror, expected=exc.expected, actual=exc.actual
                 ) from None
             if result is None:
-                raise _NotHere(url)
+                raise NotHere(url)
             if result.sha256 == checksum:
                 return result
             store.discard_partial(checksum)
@@ -412,7 +354,7 @@ class Fetcher:
         """
         try:
             return self.plan(record)
-        except _NotHere as exc:
+        except NotHere as exc:
             raise MissingBuildError(str(exc)) from None
 
     def verify_all(
@@ -491,7 +433,7 @@ class Fetcher:
             tried.append(mirror)
             try:
                 result = attempt(mirror)
-            except _NotHere:
+            except NotHere:
                 self.reporter.candidate_rejected(
                     f"{mirror} for {record.name}/{record.short_hash}", "not on this mirror"
                 )
@@ -510,7 +452,7 @@ class Fetcher:
                     )
                 return result
         if errors:
-            raise min(errors, key=_severity)
+            raise min(errors, key=severity)
         label = f"{record.name}@{record.version}/{record.hash}"
         if not tried and not skip:
             raise DownloadError(
@@ -531,7 +473,7 @@ class Fetcher:
         if hit is not None:
             return hit
         if self.offline:
-            raise _NotHere(self.missing_in_store(record))
+            raise NotHere(self.missing_in_store(record))
         return self._over_mirrors(record, lambda mirror: self._plan_on(record, mirror))
 
     def complete(self, item: FetchedBuild | PendingBuild) -> FetchedBuild:
@@ -541,7 +483,7 @@ class Fetcher:
             return item
         try:
             return self._complete(item)
-        except _NotHere:
+        except NotHere:
             errors: list[CacheClientError] = []
         except CacheClientError as exc:
             if isinstance(exc, StoreError):
@@ -564,127 +506,13 @@ class Fetcher:
             layouts = (2, 3)  # listed by this mirror's v2 index: no v3 probe first
         for layout in layouts:
             try:
-                if layout == OCI_LAYOUT:  # a registry (fetch/oci_source.py)
-                    plan = plan_oci(self, record, mirror)
-                else:
-                    plan = (
-                        self._plan_v3(record, mirror)
-                        if layout == 3
-                        else self._plan_v2(record, mirror)
-                    )
-            except _NotHere:
+                planner = plan_oci if layout == OCI_LAYOUT else plan_v3 if layout == 3 else plan_v2
+                plan = planner(self, record, mirror)
+            except NotHere:
                 continue
             self._answered(mirror, layout)
             return plan
-        raise _NotHere(mirror)
-
-    def _plan_v3(self, record: BuildRecord, mirror: str) -> PendingBuild:
-        relative = record.manifest_path or spec_manifest_path(
-            record.name, record.version, record.hash
-        )
-        url = join_url(mirror, relative)
-        raw = self._transport(url).read(url, retry_not_found=True)
-        if raw is None:
-            raise _NotHere(url)
-        try:
-            payload, signer = self._verify(raw, url, mirror)
-            manifest = parse_manifest(payload, url)
-        except (VerificationError, MetadataError):
-            # Read it once more: a body without Content-Length cut short looks complete, and
-            # a mirror may be caught mid-push. A second identical copy fails the same way.
-            again = self._transport(url).read(url)
-            if again is None or again == raw:
-                raise
-            raw = again
-            payload, signer = self._verify(raw, url, mirror)
-            manifest = parse_manifest(payload, url)
-        tarball, spec_ref = manifest.tarball, manifest.spec_blob
-        if tarball is None or spec_ref is None:
-            missing = "tarball" if tarball is None else "spec"
-            raise MetadataError(url, "data", f"no {missing} record in the spec manifest")
-        spec_blob = self._ensure_blob(record, "spec", spec_ref, mirror, spec_ref.path)
-        try:
-            spec = read_specfile(spec_blob.path.read_bytes(), join_url(mirror, spec_ref.path))
-        except OSError as exc:
-            raise StoreError(f"{spec_blob.path}: cannot read: {exc.strerror}") from None
-        self._check_root(spec, record, url, mirror)
-        return PendingBuild(
-            record=signed_record(record, spec.root),
-            mirror=mirror,
-            layout=3,
-            relative=relative,
-            raw=raw,
-            signer=signer,
-            spec=spec,
-            spec_blob=spec_blob,
-            tarball=tarball,
-            tarball_rel=tarball.path,
-        )
-
-    def _plan_v2(self, record: BuildRecord, mirror: str) -> PendingBuild:
-        try:
-            signed_rel, plain_rel = v2_specfile_paths(record)
-            tarball_rel = v2_tarball_path(record)
-        except CacheClientError:
-            raise _NotHere(mirror) from None
-        transport = self._transport(mirror)
-        url = join_url(mirror, signed_rel)
-        relative = signed_rel
-        raw = transport.read(url, retry_not_found=True)
-        if raw is None:
-            plain_url = join_url(mirror, plain_rel)
-            plain = transport.read(plain_url)
-            if plain is None:
-                raise _NotHere(url)
-            if self._needs_signature(mirror):
-                raise VerificationError(
-                    f"{plain_url}: mirror {mirror} has no signed metadata for "
-                    f"{record.name}/{record.hash} (use --allow-unsigned to accept it)",
-                    url=plain_url,
-                    mirror=mirror,
-                )
-            raw, url, relative = plain, plain_url, plain_rel
-        try:
-            payload, signer = self._verify(raw, url, mirror)
-            spec = read_specfile(payload, url)
-        except (VerificationError, MetadataError):
-            again = transport.read(url)  # once more, as for v3 manifests
-            if again is None or again == raw:
-                raise
-            raw = again
-            payload, signer = self._verify(raw, url, mirror)
-            spec = read_specfile(payload, url)
-        self._check_root(spec, record, url, mirror)
-        if spec.tarball_sha256 is None:
-            raise MetadataError(url, "binary_cache_checksum", "missing: cannot verify the tarball")
-        spec_json = payload
-        if signer is None:  # not verified: keep the JSON inside the (unchecked) wrapper
-            text = decode_text(raw, url)
-            if is_clearsigned(text):
-                spec_json = split_clearsigned(text, url).payload.encode("utf-8")
-        spec_digest = hashlib.sha256(spec_json).hexdigest()
-        present = self.store.has_blob(spec_digest)
-        self.store.put_blob(spec_json, checksum=spec_digest, pin=True)
-        self.store.pin(spec_digest)
-        spec_ref = BlobRef(
-            media_type=f"application/vnd.spack.spec.v{spec.format_version}+json",
-            checksum=spec_digest,
-            size=len(spec_json),
-        )
-        return PendingBuild(
-            record=signed_record(record, spec.root),
-            mirror=mirror,
-            layout=2,
-            relative=relative,
-            raw=raw,
-            signer=signer,
-            spec=spec,
-            spec_blob=self._fetched_blob("spec", spec_ref, mirror, present=present),
-            tarball=BlobRef(
-                media_type=V2_TARBALL_MEDIA_TYPE, checksum=spec.tarball_sha256, size=-1
-            ),
-            tarball_rel=tarball_rel,
-        )
+        raise NotHere(mirror)
 
     def _complete(self, plan: PendingBuild) -> FetchedBuild:
         record, mirror = plan.record, plan.mirror
@@ -739,27 +567,6 @@ class Fetcher:
         )
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PendingBuild:
-    """A build whose metadata verified on one mirror; only its tarball is still to come."""
-
-    record: BuildRecord
-    mirror: str
-    layout: int
-    relative: str
-    """The metadata file (v3 manifest or v2 spec file) relative to the mirror and the store."""
-    raw: bytes
-    """The metadata exactly as fetched (stored byte-for-byte so its signature still verifies)."""
-    signer: str | None
-    spec: SpecFile
-    spec_blob: FetchedBlob
-    tarball: BlobRef
-    """The tarball's record (``size`` is -1 for v2, whose spec files do not give it)."""
-    tarball_rel: str
-    extra_blobs: tuple[FetchedBlob, ...] = ()
-    """More blobs the build's metadata pins (an OCI image manifest)."""
-
-
 def _run_all(
     fetcher: Fetcher,
     work: Callable[[Any], FetchedBuild | PendingBuild],
@@ -779,7 +586,7 @@ def _run_all(
             dag_hash = futures[future]
             try:
                 results[dag_hash] = future.result()
-            except (CacheClientError, _NotHere) as exc:
+            except (CacheClientError, NotHere) as exc:
                 errors[dag_hash] = exc
     except BaseException:
         fetcher.cancelled.set()
@@ -844,7 +651,7 @@ def _finish_run(store: Store, results: dict[str, FetchedBuild], *, offline: bool
 def _raise_errors(
     records: dict[str, BuildRecord], errors: dict[str, BaseException], store: Store
 ) -> None:
-    missing = [str(exc) for h, exc in errors.items() if isinstance(exc, _NotHere) and h in records]
+    missing = [str(exc) for h, exc in errors.items() if isinstance(exc, NotHere) and h in records]
     if missing:
         raise DownloadError(
             f"offline: {len(missing)} build(s) missing from the store {store.root}: "
@@ -852,4 +659,4 @@ def _raise_errors(
         )
     ordered = [errors[h] for h in records if h in errors]
     failures = [e for e in ordered if isinstance(e, CacheClientError)]
-    raise min(failures, key=_severity)
+    raise min(failures, key=severity)

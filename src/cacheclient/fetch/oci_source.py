@@ -23,7 +23,8 @@ import re
 from typing import TYPE_CHECKING
 
 from cacheclient.errors import MetadataError, VerificationError
-from cacheclient.fetch.results import FetchedBlob, FetchedBuild
+from cacheclient.fetch.results import FetchedBlob, FetchedBuild, PendingBuild
+from cacheclient.fetch.routing import NotHere
 from cacheclient.metadata.oci_image import (
     DOCKER_MANIFEST,
     OCI_LAYOUT,
@@ -41,7 +42,7 @@ from cacheclient.store import StoredBuild
 from cacheclient.transport import join_url
 
 if TYPE_CHECKING:
-    from cacheclient.fetch.fetcher import Fetcher, PendingBuild
+    from cacheclient.fetch.fetcher import Fetcher
 
 __all__ = ["OCI_LAYOUT", "is_oci_url", "manifest_store_path", "oci_from_store", "plan_oci"]
 
@@ -77,8 +78,6 @@ def _pinned_manifest(record: BuildRecord) -> BlobRef | None:
 
 def plan_oci(fetcher: Fetcher, record: BuildRecord, mirror: str) -> PendingBuild:
     """Phase 1 on an OCI mirror: the manifest, then the config blob (the spec), verified."""
-    from cacheclient.fetch.fetcher import PendingBuild, _NotHere  # noqa: PLC0415 - cycle
-
     if fetcher._needs_signature(mirror):
         raise _unsigned_refused(record, mirror)
     pinned = _pinned_manifest(record)
@@ -90,7 +89,7 @@ def plan_oci(fetcher: Fetcher, record: BuildRecord, mirror: str) -> PendingBuild
     url = join_url(mirror, f"manifests/{reference}")
     raw = fetcher._transport(url).read(url, retry_not_found=True)
     if raw is None:
-        raise _NotHere(url)
+        raise NotHere(url)
     digest_hex = hashlib.sha256(raw).hexdigest()
     manifest = parse_image_manifest(raw, url)
     if manifest.config.size > MAX_SPEC_BYTES:

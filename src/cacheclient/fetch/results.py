@@ -13,7 +13,12 @@ from typing import Any
 from cacheclient.metadata.specfile import SpecFile
 from cacheclient.model import BlobRef, BuildRecord
 
-__all__ = ["FetchResult", "FetchedBlob", "FetchedBuild"]
+__all__ = [
+    "FetchResult",
+    "FetchedBlob",
+    "FetchedBuild",
+    "PendingBuild",
+]
 
 
 def __dir__() -> list[str]:
@@ -104,3 +109,24 @@ class FetchResult:
             "downloaded_bytes": self.downloaded_bytes,
             "warnings": list(self.warnings),
         }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PendingBuild:
+    """A build whose metadata verified on one mirror; only its tarball is still to come."""
+
+    record: BuildRecord
+    mirror: str
+    layout: int
+    relative: str
+    """The metadata file (v3 manifest or v2 spec file) relative to the mirror and the store."""
+    raw: bytes
+    """The metadata exactly as fetched (stored byte-for-byte so its signature still verifies)."""
+    signer: str | None
+    spec: SpecFile
+    spec_blob: FetchedBlob
+    tarball: BlobRef
+    """The tarball's record (``size`` is -1 for v2, whose spec files do not give it)."""
+    tarball_rel: str
+    extra_blobs: tuple[FetchedBlob, ...] = ()
+    """More blobs the build's metadata pins (an OCI image manifest: ``fetch/oci_source.py``)."""

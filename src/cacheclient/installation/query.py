@@ -26,6 +26,7 @@ __all__ = [
     "match",
     "match_one",
     "parse_installed",
+    "prefix_problem",
 ]
 
 
@@ -147,6 +148,21 @@ def match_one(records: Mapping[str, InstallRecord], request: Request, where: str
             "add a version, variants or /HASH to choose one"
         )
     return found[0]
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why a recorded prefix cannot be handed to a shell or a search path (None: it can).
+
+    The database is read back from disk: a prefix that is relative, holds a control character
+    (a newline would split ``$(cacheclient location ...)``) or a ``:`` (it would add entries to
+    ``PATH``) is refused rather than printed."""
+    if not prefix.startswith("/"):
+        return "is not an absolute path"
+    if not prefix.isprintable():
+        return "holds a control character"
+    if ":" in prefix:
+        return "holds ':', which a search path cannot express"
+    return None
 
 
 def dependents(records: Mapping[str, InstallRecord], dag_hash: str) -> list[InstallRecord]:
