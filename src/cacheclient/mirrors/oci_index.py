@@ -61,7 +61,7 @@ OCI_INDEX_PATH = f"manifests/{INDEX_TAG}"
 """The index image's manifest, below an ``oci://`` mirror URL."""
 
 
-def join_url(base: str, relative: str) -> str:
+def _below(base: str, relative: str) -> str:
     """*relative* below a mirror URL (the transport package is imported only for requests)."""
     return f"{base.rstrip('/')}/{relative}"
 
@@ -96,7 +96,7 @@ def read_oci_index(
     :raises MetadataError: no index (and no fallback asked for), or a malformed one;
         :raises VerificationError: a digest does not match; :raises DownloadError: unreachable.
     """
-    manifest_url = join_url(url, OCI_INDEX_PATH)
+    manifest_url = _below(url, OCI_INDEX_PATH)
     fetched = transport.get(manifest_url, etag=old_etag if old_hash else None)
     if fetched is None:
         if list_tags if list_tags is not None else list_tags_wanted():
@@ -114,7 +114,7 @@ def read_oci_index(
     layer = manifest.layers[0]
     if old_hash == layer.checksum:
         return OciIndex(index_hash=old_hash, etag=fetched.etag, data=None, source=manifest_url)
-    blob_url = join_url(url, blob_relative(layer.checksum))
+    blob_url = _below(url, blob_relative(layer.checksum))
     data = transport.read(blob_url, retry_not_found=True)
     if data is None:
         raise MetadataError(blob_url, "", "index blob named by index.spack does not exist")
@@ -154,9 +154,9 @@ def _from_tags(transport: Transport, url: str, old_hash: str | None) -> OciIndex
         if got is None:
             continue  # deleted since the listing
         body, _digest = got
-        where = join_url(url, f"manifests/{tag}")
+        where = _below(url, f"manifests/{tag}")
         manifest = parse_image_manifest(body, where)
-        config_url = join_url(url, blob_relative(manifest.config.checksum))
+        config_url = _below(url, blob_relative(manifest.config.checksum))
         config = transport.read(config_url)
         if config is None:
             raise MetadataError(config_url, "", f"config blob of {tag} does not exist")
