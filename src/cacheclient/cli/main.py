@@ -55,6 +55,7 @@ COMMANDS = {
     "config": "show every effective setting and where it comes from",
     "completion": "print a shell completion script (bash, zsh, fish)",
     "export": "write builds of the store (and their closures) as a standalone Spack mirror",
+    "push": "publish builds from the store to an OCI registry or a directory mirror",
 }
 
 
