@@ -15,6 +15,7 @@ import pytest
 
 from gpgtools import GPG, GpgKey
 from paths import FIXTURES
+from registryserver import registry_factory  # noqa: F401 - fixture of tests/oci
 from servers import NGINX, FaultServer, NginxServer
 
 ServeDir = Callable[..., NginxServer]

@@ -322,3 +322,36 @@ class TestClosureAwareSelection:
         (res,) = json.loads(capsys.readouterr().out)["requests"]
         (candidate,) = res["candidates"]
         assert candidate["reasons"][0]["axis"] == "closure"
+
+
+class TestWarmFromAPage:
+    def test_the_lock_pins_the_closure_the_signed_specs_give(
+        self, tmp_path: Path, nginx_mirror: ServeDir, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """warm with a page source locks every build of the closure (learned from the signed
+        specs: the page lists only demo-tool), then --from-lock installs it on a fresh store."""
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        page = write_page(tmp_path / "p.md", "demo-tool", _records(SPACK_V3_SIGNED, "demo-tool"))
+        manifest = tmp_path / "m.yaml"
+        manifest.write_text(
+            f"metadata: [{page}]\nmirror_base: {server.url}\nprofiles:\n"
+            "  - {platform: linux, os: debian12, target: x86_64_v4}\n"
+            "specs: [demo-tool@1.0.0]\n"
+        )
+        lock = tmp_path / "ci.lock"
+        store = _trusted_store(tmp_path / "s")
+        assert main(["warm", str(manifest), "--store", str(store), "--lock", str(lock), "-q"]) == 0
+        locked = json.loads(lock.read_text())
+        names = sorted(b["name"] for b in locked["builds"].values())
+        assert names == ["demo-libfoo", "demo-pyhooks", "demo-tool", "demo-zlib"]
+        assert _index_requests(server) == []
+        capsys.readouterr()
+        fresh = _trusted_store(tmp_path / "fresh")
+        code = install_from_cache(["--from-lock", str(lock), "--store", str(fresh), "--root",
+                                   str(tmp_path / "r"), *_host("x86_64_v4"), "--json"])  # fmt: skip
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        builds = json.loads(out.out)["builds"]
+        assert len(builds) == 4
+        tool = Path(next(b["prefix"] for b in builds if b["name"] == "demo-tool"))
+        assert _run(tool / "bin" / "demo-tool").startswith("demo-tool 1.0.0")

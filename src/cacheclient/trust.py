@@ -550,6 +550,13 @@ def fetch_mirror_keys(
 
     :raises MetadataError: the mirror publishes no keys, or its key index is malformed.
     """
+    if mirror.startswith(("oci://", "oci+http://")):
+        raise MetadataError(
+            mirror,
+            "",
+            "an OCI registry publishes no keys: Spack does not sign OCI build caches (read "
+            "them with --allow-unsigned or `signed: false`; locks pin their digests)",
+        )
     if read is None:
         from cacheclient.transport import reader_for  # noqa: PLC0415
 

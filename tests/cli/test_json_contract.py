@@ -196,3 +196,18 @@ def test_every_command_with_json_has_a_published_schema() -> None:
     assert len(with_json) >= 12
     missing = [name for name in with_json if name not in SCHEMAS]
     assert missing == [], f"publish cacheclient/schemas/<name>.json for {missing}"
+
+
+def test_warm_with_a_missing_spec_keeps_its_report_and_adds_the_error(
+    store: Path, tmp_path: Path, capsys: Capture
+) -> None:
+    manifest = tmp_path / "ci.yaml"
+    manifest.write_text(
+        f"mirrors: [{SPACK_V3_SIGNED}]\nspecs: [demo-tool, demo-tool@9]\n"
+        "profiles:\n  - {platform: linux, os: debian12, target: x86_64_v2}\n"
+    )
+    doc = run(capsys, "warm", str(manifest), "--store", str(store), "--json", "-q", code=3)
+    assert doc["schema"] == "cacheclient.warm"
+    assert doc["error"]["exit_code"] == 3
+    assert "1 spec(s) have no build for a profile" in doc["error"]["message"]
+    assert "demo-tool@9" in json.dumps(doc["missing"])

@@ -59,11 +59,11 @@ def slow_server(big_mirror: WrittenMirror) -> Iterator[FaultServer]:
 
 
 def _pty_run(
-    argv: list[str], env: dict[str, str], *, interrupt_after: str = ""
+    argv: list[str], env: dict[str, str], *, interrupt_after: str = "", stdout_too: bool = False
 ) -> tuple[int, str, str]:
-    """Run ``python -m cacheclient ARGV`` with stderr on an 80x24 pseudo-terminal; return the exit
-    code, everything written to the terminal, and stdout. With *interrupt_after*, send SIGINT
-    once that text has appeared on the terminal."""
+    """Run ``python -m cacheclient ARGV`` with stderr (and with *stdout_too*, stdout) on an 80x24
+    pseudo-terminal; return the exit code, everything written to the terminal, and stdout. With
+    *interrupt_after*, send SIGINT once that text has appeared on the terminal."""
     main_fd, child_fd = os.openpty()
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     shown: list[bytes] = []
@@ -83,13 +83,14 @@ def _pty_run(
             [sys.executable, "-m", "cacheclient", *argv],
             stdin=child_fd,
             stderr=child_fd,
-            stdout=subprocess.PIPE,
+            stdout=child_fd if stdout_too else subprocess.PIPE,
             env=env,
         )
         if interrupt_after:
             assert seen.wait(60), b"".join(shown)
             proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
+        out = out or b""
     finally:
         os.close(child_fd)
         reader.join(timeout=30)
@@ -129,6 +130,24 @@ class TestProgressOnATerminal:
         assert re.search(r"…[a-z-]*@1\.0/[a-z0-9]{7} tarball", text), text
         assert all(line == "" for line in screen.text()), "the display is removed at the end"
         assert out.count("fetched ") == len(NAMES)  # the result, once, on stdout
+
+    def test_results_on_the_same_terminal_are_not_mixed_with_progress(
+        self, slow_server: FaultServer, tmp_path: Path
+    ) -> None:
+        """stdout on the display's terminal: the "reading metadata" line shown while the spec
+        blobs stall is removed before the plan is printed."""
+        argv = ["install", *NAMES, "--dry-run", "--mirror", slow_server.url, "--store",
+                str(tmp_path / "s"), "--root", str(tmp_path / "r"), "--allow-unsigned",
+                *BIG_HOST]  # fmt: skip
+        code, text, _ = _pty_run(argv, _env(), stdout_too=True)
+        assert code == 0, text
+        assert "reading indexes and signed metadata" in text  # shown while waiting
+        screen = Screen(columns=COLUMNS, rows=ROWS)
+        screen.feed(text)
+        shown = [line for line in screen.text() if line]
+        assert shown[0].startswith("dry run: nothing is changed"), shown
+        assert shown[-1].startswith("3 build(s) to install"), shown
+        assert not any("reading indexes" in line for line in shown)
 
     @pytest.mark.parametrize("env", [{"NO_COLOR": "1"}, {"TERM": "dumb"}])
     def test_plain_lines_for_dumb_terminals_and_no_color(
@@ -404,3 +423,30 @@ def test_a_stalled_download_shows_no_rate() -> None:
     for t in (103.0, 105.0, 107.0):
         rate.add(t, 4 << 20)
     assert rate.per_second(110.0) < 1 << 20
+
+
+def test_a_short_terminal_keeps_the_total_line() -> None:
+    """A 4-row terminal shows at most 3 lines: the downloads that fit, then the total."""
+    from cacheclient.cli.render import TtyReporter
+
+    main_fd, child_fd = os.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 4, 60, 0, 0))
+    try:
+        with os.fdopen(os.dup(child_fd), "w", encoding="ascii") as stream:
+            reporter = TtyReporter(stream, interval=0.0)
+            reporter.starting(5, 5 << 20)
+            for i in range(5):
+                reporter.download_started(f"pkg{i}@1.0/abcdefg tarball", 1 << 20)
+            lines = reporter.lines()
+            assert len(lines) == 3
+            assert lines[-1].startswith("fetching [0/5]")
+            reporter.download_started("naïve-ünïcode-name-that-is-far-too-long-for-60-cols", 1)
+            reporter.close()
+        text = os.read(main_fd, 65536).decode("ascii")  # ASCII stream: nothing unencodable
+    finally:
+        os.close(child_fd)
+        os.close(main_fd)
+    screen = Screen(columns=60, rows=4)
+    screen.feed(text)
+    assert screen.wrapped == 0
+    assert screen.scrolled == 0

@@ -20,6 +20,7 @@ from cacheclient.errors import MetadataError, UsageError
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.layout import detect_layouts, v2_specfile_paths
 from cacheclient.metadata.manifest import decode_text
+from cacheclient.metadata.oci_image import OCI_LAYOUT
 from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord
@@ -133,20 +134,25 @@ def inspect_source(
         read = None
     else:
         kind = "mirror"
-        if source.startswith(("oci://", "oci+http://", "s3://", "gs://")):
+        if source.startswith(("s3://", "gs://")):
             scheme = source.split(":", 1)[0]
             raise UsageError(f"{source}: {scheme}:// mirrors are not supported (use http(s)://)")
-        if not _is_url(source) and not Path(source).is_dir():
-            raise UsageError(f"{source}: no such directory, file or URL")
-        read = _reader(source)
-        layouts = list(detect_layouts(read, source))
-        if _is_remote(source):
-            catalog = open_catalog(source, read)  # every layout the server has, merged
-        else:  # the same path as resolve/fetch: a large index is read once, then cached
-            from cacheclient.mirrors.indexcache import open_mirror  # noqa: PLC0415
-            from cacheclient.settings import store_from_option  # noqa: PLC0415
+        if source.startswith(("oci://", "oci+http://")):  # a registry (mirrors/oci_index.py)
+            from cacheclient.mirrors.oci_index import open_oci_catalog  # noqa: PLC0415
 
-            catalog = open_mirror(source, store=store_from_option(None))
+            read, layouts, catalog = None, [OCI_LAYOUT], open_oci_catalog(source)
+        else:
+            if not _is_url(source) and not Path(source).is_dir():
+                raise UsageError(f"{source}: no such directory, file or URL")
+            read = _reader(source)
+            layouts = list(detect_layouts(read, source))
+            if _is_remote(source):
+                catalog = open_catalog(source, read)  # every layout the server has, merged
+            else:  # the same path as resolve/fetch: a large index is read once, then cached
+                from cacheclient.mirrors.indexcache import open_mirror  # noqa: PLC0415
+                from cacheclient.settings import store_from_option  # noqa: PLC0415
+
+                catalog = open_mirror(source, store=store_from_option(None))
     records = _record_rows(catalog, problems)
     known = set(catalog.hashes())
     for record in records:
@@ -207,7 +213,7 @@ def inspect_source(
 
 def _print_text(report: dict[str, Any]) -> None:
     out = sys.stdout
-    layout = ", ".join(f"v{v}" for v in report["layouts"]) or "-"
+    layout = ", ".join("oci" if v == OCI_LAYOUT else f"v{v}" for v in report["layouts"]) or "-"
     out.write(f"{report['kind']}: {report['source']}\n")
     if report["kind"] == "mirror":
         out.write(f"layout: {layout}\n")

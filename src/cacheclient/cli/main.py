@@ -19,7 +19,12 @@ from typing import Any, NoReturn, TextIO
 
 from cacheclient._version import __version__
 from cacheclient.cli import _common
-from cacheclient.cli.render import configure_output, stop_display, write_diagnostic
+from cacheclient.cli.render import (
+    GuardedStdout,
+    configure_output,
+    stop_display,
+    write_diagnostic,
+)
 from cacheclient.errors import CacheClientError, VerificationError, printable, redact
 
 __all__ = ["build_parser", "install_from_cache", "main"]
@@ -50,6 +55,7 @@ COMMANDS = {
     "config": "show every effective setting and where it comes from",
     "completion": "print a shell completion script (bash, zsh, fish)",
     "export": "write builds of the store (and their closures) as a standalone Spack mirror",
+    "push": "publish builds from the store to an OCI registry or a directory mirror",
 }
 
 
@@ -284,6 +290,8 @@ def _run_command(
         stop_display()
         configure_output()  # a later in-process call starts from the defaults
     if json_output:
+        if code and error is None:  # a failure without an exception still says so
+            error = {"exit_code": code, "type": "Failure", "message": f"exit code {code}"}
         try:
             _common.finish_json(error)
         except BrokenPipeError:
@@ -291,11 +299,22 @@ def _run_command(
     return code
 
 
+def _guard_stdout() -> None:
+    """When stdout and the live display share a terminal, results clear the display first."""
+    try:
+        shared = sys.stdout.isatty() and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        shared = False
+    if shared and not isinstance(sys.stdout, GuardedStdout):
+        sys.stdout = GuardedStdout(sys.stdout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cacheclient COMMAND ...``"""
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:
         _tune_gc()
+        _guard_stdout()
     parser = build_parser(only=_command_in(args))
     return _run(parser, args, program=argv is None)
 
@@ -323,6 +342,8 @@ def install_from_cache(argv: Sequence[str] | None = None) -> int:
     if single.parser is None:  # pragma: no cover - register() always adds its parser
         raise RuntimeError("install_cmd.register added no parser")
     _add_common_options(single.parser, top=False)
+    if argv is None:
+        _guard_stdout()
     return _run(single.parser, sys.argv[1:] if argv is None else argv, program=argv is None)
 
 

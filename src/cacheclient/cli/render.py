@@ -34,6 +34,7 @@ from cacheclient.events import Reporter
 from cacheclient.model import BuildRecord
 
 __all__ = [
+    "GuardedStdout",
     "JsonLinesReporter",
     "LogReporter",
     "TtyReporter",
@@ -43,6 +44,7 @@ __all__ = [
     "stop_display",
     "verbosity",
     "write_diagnostic",
+    "yield_terminal",
 ]
 
 
@@ -51,6 +53,10 @@ def __dir__() -> list[str]:
 
 
 LOGGER = logging.getLogger("cacheclient")
+
+_PREPARING_AFTER = 0.5
+"""Seconds of silence before a terminal shows that the job is reading metadata."""
+_SPINNER = "|/-\\"
 
 _LOG_EVERY = 15.0
 """Seconds between progress lines of a long download in plain-log mode."""
@@ -298,6 +304,11 @@ class TtyReporter(LogReporter):
         self._last_draw = 0.0
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closed = False
+        self._created = time.monotonic()
+        self._preparing = True
+        """Until the first download, wait or installation: a line says the job is working."""
+        self._ensure_ticker()
 
     # -- drawing ---------------------------------------------------------------------------
     def _width(self) -> int:
@@ -337,7 +348,7 @@ class TtyReporter(LogReporter):
         now = time.monotonic()
         width = self._width()
         rows: list[str] = []
-        budget = self.area.max_lines - 1
+        budget = max(self.area.capacity() - 1, 1)
         items = list(self.active.items())
         for name, entry in items[:budget]:
             rows.append(self._download_line(name, entry, now, width))
@@ -349,12 +360,17 @@ class TtyReporter(LogReporter):
             rows.append(f"  installing {name}")
         if self.active or self.waiting_on:
             rows.append(self._total_line(now, width))
+        if rows:
+            self._preparing = False
+        elif self._preparing and now - self._created >= _PREPARING_AFTER:
+            spinner = _SPINNER[int((now - self._created) / self.interval) % len(_SPINNER)]
+            rows.append(f"{spinner} reading indexes and signed metadata")
         return rows
 
     def _draw(self, *, force: bool = False) -> None:
         with self.lock:
             now = time.monotonic()
-            if not force and now - self._last_draw < self.interval:
+            if self._closed or (not force and now - self._last_draw < self.interval):
                 return
             self._last_draw = now
             self.area.show(self.lines())
@@ -362,7 +378,7 @@ class TtyReporter(LogReporter):
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
             with self.lock:
-                if self.active or self.waiting_on or self._installing:
+                if self.active or self.waiting_on or self._installing or self._preparing:
                     self._draw(force=True)
 
     def _ensure_ticker(self) -> None:
@@ -373,14 +389,23 @@ class TtyReporter(LogReporter):
 
     def _emit(self, text: str) -> None:
         with self.lock:
-            self.area.write(text.rstrip("\n"), self.lines())
+            self.area.write(text.rstrip("\n"), () if self._closed else self.lines())
 
     def write_line(self, text: str) -> None:
         self._emit(text)
 
+    def pause(self) -> None:
+        """Remove the block; the "reading metadata" line does not come back."""
+        with self.lock:
+            self._preparing = False
+            self.area.clear()
+
     def close(self) -> None:
+        """Remove the block for good: download threads still running after an error or an
+        interrupt draw nothing more."""
         self._stop.set()
         with self.lock:
+            self._closed = True
             self.area.clear()
         ticker, self._ticker = self._ticker, None
         if ticker is not None and ticker is not threading.current_thread():
@@ -429,6 +454,7 @@ class TtyReporter(LogReporter):
 
     def finished(self, summary: Mapping[str, int]) -> None:
         with self.lock:
+            self._preparing = False
             self.active.clear()
             self.waiting_on.clear()
             super().finished(summary)
@@ -528,6 +554,30 @@ def write_diagnostic(text: str) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+def yield_terminal() -> None:
+    """Stdout is about to print on the terminal the live display is drawn on: remove the
+    display first (it comes back only for downloads that start later)."""
+    active = _OUTPUT.active
+    if isinstance(active, TtyReporter):
+        active.pause()
+
+
+class GuardedStdout:
+    """Stands in for ``sys.stdout`` when it is the display's terminal: every write removes the
+    live display first, so results never mix with progress lines."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        if text:
+            yield_terminal()
+        return self._inner.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def stop_display() -> None:

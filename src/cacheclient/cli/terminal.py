@@ -46,14 +46,16 @@ def wants_live_display(stream: TextIO, environ: dict[str, str] | None = None) ->
 
 
 def terminal_width(stream: TextIO) -> int:
-    """Columns of the terminal *stream* writes to (``COLUMNS`` wins; 80 when unknown)."""
-    columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    """Columns of the terminal *stream* writes to, asked at each call (a resized window is
+    followed); ``COLUMNS`` when the terminal does not say; else 80."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns or _FALLBACK_WIDTH
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
-        return _FALLBACK_WIDTH
+        columns = 0
+    if columns > 0:
+        return columns
+    env = os.environ.get("COLUMNS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else _FALLBACK_WIDTH
 
 
 def printable(text: str) -> str:
@@ -122,11 +124,24 @@ class LiveArea:
         """Lines of the block on screen now (the cursor is at the end of the last one)."""
 
     def _out(self, text: str) -> None:
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        try:
+            text.encode(encoding)
+        except (UnicodeEncodeError, LookupError):  # e.g. an ASCII terminal: "…" becomes "?"
+            text = text.encode("ascii", "replace").decode("ascii")
         try:
             self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):
             pass
+
+    def capacity(self) -> int:
+        """At most *max_lines*, and always fewer than the terminal has rows."""
+        try:
+            rows = os.get_terminal_size(self.stream.fileno()).lines
+        except (AttributeError, OSError, ValueError):
+            return self.max_lines
+        return max(1, min(self.max_lines, rows - 1)) if rows > 0 else self.max_lines
 
     def _to_top(self) -> str:
         if self._height == 0:
@@ -137,7 +152,9 @@ class LiveArea:
         """Replace the block with *lines* (the first *max_lines*), each clipped to the width."""
         with self.lock:
             width = max(self._width() - 1, 1)
-            shown = [clip(printable(line), width) for line in lines[: self.max_lines]]
+            shown = [clip(printable(line), width) for line in lines[: self.capacity()]]
+            if not shown and not self._height:
+                return
             parts = [self._to_top() or "\r"]
             rows = max(len(shown), self._height)
             for i in range(rows):

@@ -13,7 +13,7 @@ from cacheclient.ci.manifest import Profile, parse_manifest_text
 from cacheclient.ci.warm import WarmReport, warm, warm_from_lock
 from cacheclient.cli._common import add_output_options, add_store_option, print_json, warn
 from cacheclient.cli.render import make_reporter
-from cacheclient.errors import UsageError
+from cacheclient.errors import NoMatchError, UsageError
 from cacheclient.pipeline import Client
 from cacheclient.settings import normalise_mirror, settings_from_args
 
@@ -138,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
         _print_human(report, cache_key)
     if report.error is not None:
         raise report.error
+    if report.exit_code == NoMatchError.exit_code:
+        raise NoMatchError(
+            f"{len(report.missing)} spec(s) have no build for a profile (listed above); "
+            "--allow-missing accepts that"
+        )
     return report.exit_code
 
 

@@ -34,6 +34,7 @@ from cacheclient.errors import (
 from cacheclient.events import Reporter
 from cacheclient.fetch.layout_v2 import plan_v2
 from cacheclient.fetch.layout_v3 import plan_v3
+from cacheclient.fetch.oci_source import OCI_LAYOUT, is_oci_url, oci_from_store, plan_oci
 from cacheclient.fetch.results import FetchedBlob, FetchedBuild, FetchResult, PendingBuild
 from cacheclient.fetch.routing import (
     DEFAULT_MIRROR_BASE,
@@ -139,6 +140,8 @@ class Fetcher:
     def _layouts(self, mirror: str) -> tuple[int, ...]:
         """The layouts to try on *mirror*, the one that answered last first. No index path is
         probed: a page-driven install must not touch an index (real ones are 80-185 MB)."""
+        if is_oci_url(mirror):  # a registry: one layout (fetch/oci_source.py)
+            return (OCI_LAYOUT,)
         with self.health.lock:
             return self.health.layouts.get(mirror, (3, 2))
 
@@ -294,6 +297,8 @@ class Fetcher:
             return None
         if not (store.pin(build.tarball.checksum) and store.pin(build.spec_blob.checksum)):
             return None
+        if build.layout == OCI_LAYOUT:
+            return oci_from_store(self, record, build)
         raw = store.read_file(build.metadata_path)
         if raw is None:
             return None
@@ -504,7 +509,8 @@ class Fetcher:
             layouts = (2, 3)  # listed by this mirror's v2 index: no v3 probe first
         for layout in layouts:
             try:
-                plan = (plan_v3 if layout == 3 else plan_v2)(self, record, mirror)
+                planner = plan_oci if layout == OCI_LAYOUT else plan_v3 if layout == 3 else plan_v2
+                plan = planner(self, record, mirror)
             except NotHere:
                 continue
             self._answered(mirror, layout)
@@ -560,7 +566,7 @@ class Fetcher:
             signer=plan.signer,
             already_present=plan.spec_blob.already_present and tar_blob.already_present,
             layout=plan.layout,
-            blobs=(plan.spec_blob, tar_blob),
+            blobs=(*plan.extra_blobs, plan.spec_blob, tar_blob),
         )
 
 

@@ -128,3 +128,5 @@ class PendingBuild:
     tarball: BlobRef
     """The tarball's record (``size`` is -1 for v2, whose spec files do not give it)."""
     tarball_rel: str
+    extra_blobs: tuple[FetchedBlob, ...] = ()
+    """More blobs the build's metadata pins (an OCI image manifest: ``fetch/oci_source.py``)."""

@@ -50,6 +50,7 @@ from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
 from cacheclient.metadata.manifest import parse_manifest
+from cacheclient.mirrors.oci_index import OCI_INDEX_PATH, OCI_LAYOUT, is_oci_url, read_oci_index
 from cacheclient.mirrors.open import local_reader, local_root, open_catalog, read_blob
 from cacheclient.store import Store
 from cacheclient.transport.base import INDEX_LIMIT
@@ -251,7 +252,7 @@ def _catalog(
 
 
 def _index_source(url: str, layout: int) -> str:
-    return _join(url, INDEX_V3 if layout == 3 else INDEX_V2)
+    return _join(url, {3: INDEX_V3, OCI_LAYOUT: OCI_INDEX_PATH}.get(layout, INDEX_V2))
 
 
 def _cached_catalog(url: str, cache: _Cache, state: IndexState) -> Catalog | None:
@@ -476,6 +477,28 @@ def _age(checked_at: float) -> str:
     return f"{seconds} s"
 
 
+def _refresh_oci(
+    transport: Transport, url: str, old: IndexState | None
+) -> tuple[IndexState, Body | None]:
+    """A registry's ``index.spack`` (:mod:`cacheclient.mirrors.oci_index`)."""
+    prior = old if old is not None and old.layout == OCI_LAYOUT else None
+    found = read_oci_index(
+        transport,
+        url,
+        old_hash=prior.index_hash if prior else None,
+        old_etag=prior.etag if prior else None,
+    )
+    state = IndexState(
+        url=url,
+        layout=OCI_LAYOUT,
+        index_hash=found.index_hash,
+        etag=found.etag,
+        checked_at=time.time(),
+        size=len(found.data) if found.data is not None else (prior.size if prior else None),
+    )
+    return state, found.data
+
+
 def _refresh(
     url: str, cache: _Cache, old: IndexState | None, options: TransportOptions | None
 ) -> Catalog:
@@ -484,6 +507,8 @@ def _refresh(
     transport = transport_for(url, options)
 
     def fetch(previous: IndexState | None) -> tuple[IndexState, Body | None] | None:
+        if is_oci_url(url):  # a registry: its index.spack tag
+            return _refresh_oci(transport, url, previous)
         # The layout seen last time is asked first, so an unchanged v2 index costs one request.
         if previous is not None and previous.layout == 2:
             return _refresh_v2(transport, url, previous) or _refresh_v3(

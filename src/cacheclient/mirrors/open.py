@@ -18,6 +18,7 @@ from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
 from cacheclient.metadata.manifest import parse_manifest
+from cacheclient.metadata.oci_image import is_oci_url
 from cacheclient.model import BlobRef
 
 __all__ = ["Reader", "check_blob", "local_reader", "local_root", "open_catalog", "read_blob"]
@@ -106,6 +107,10 @@ def open_catalog(mirror_url: str, read: Callable[[str], bytes | None]) -> Catalo
     :raises MetadataError: not a mirror, or a malformed index;
         :raises VerificationError: the index blob does not match its manifest.
     """
+    if is_oci_url(mirror_url):  # a registry: its index.spack (mirrors/oci_index.py)
+        from cacheclient.mirrors.oci_index import open_oci_catalog  # noqa: PLC0415
+
+        return open_oci_catalog(mirror_url)
     catalogs: list[Catalog] = []
     raw3 = read(INDEX_V3)
     if raw3 is not None:
