@@ -17,6 +17,7 @@ from typing import Any
 from cacheclient.ci.manifest import MirrorEntry, Profile
 from cacheclient.errors import MetadataError, redact
 from cacheclient.metadata.layout import spec_manifest_path
+from cacheclient.metadata.oci_image import OCI_LAYOUT
 from cacheclient.model import BlobRef, BuildRecord, is_valid_hash
 
 __all__ = ["LOCK_VERSION", "Lock", "LockedBuild", "LockedProfile", "LockedSpec"]
@@ -268,6 +269,11 @@ def _layout_path(manifest: str, layout: int, name: str, version: str, dag_hash: 
             return manifest == spec_manifest_path(name, version, dag_hash)
         except MetadataError:
             return False
+    if layout == OCI_LAYOUT:  # the image manifest, by digest
+        name = manifest.removeprefix("oci/manifests/sha256/").removesuffix(".json")
+        return (
+            manifest == f"oci/manifests/sha256/{name}.json" and len(name) == 64 and (_is_hex(name))
+        )
     if layout == 2:
         parts = manifest.split("/")
         return (
