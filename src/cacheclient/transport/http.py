@@ -27,7 +27,7 @@ from cacheclient.transport.base import (
     too_large,
 )
 
-__all__ = ["HttpTransport"]
+__all__ = ["HttpTransport", "pooled_session"]
 
 
 def __dir__() -> list[str]:
@@ -72,6 +72,20 @@ class _HttpStream:
         self._response.close()
 
 
+def pooled_session(options: TransportOptions) -> requests.Session:
+    """A session whose connection pool fits *options*' parallel downloads; retries are ours
+    (tenacity, in :mod:`.base`), never urllib3's."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=max(4, options.pool_size),
+        pool_maxsize=max(4, options.pool_size),
+        max_retries=0,
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class HttpTransport(Transport):
     """``http://`` and ``https://`` through one shared :class:`requests.Session`."""
 
@@ -81,17 +95,8 @@ class HttpTransport(Transport):
         self, options: TransportOptions | None = None, session: requests.Session | None = None
     ) -> None:
         super().__init__(options)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=max(4, self.options.pool_size),
-                pool_maxsize=max(4, self.options.pool_size),
-                max_retries=0,
-            )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        session.headers["User-Agent"] = self.options.user_agent
-        self.session = session
+        self.session = session if session is not None else pooled_session(self.options)
+        self.session.headers["User-Agent"] = self.options.user_agent
 
     def close(self) -> None:
         self.session.close()

@@ -46,6 +46,7 @@ from cacheclient.transport.base import (
     _retrying,
     _Transient,
 )
+from cacheclient.transport.http import pooled_session
 from cacheclient.transport.oci_auth import ENV_PASSWORD, ENV_USERNAME, RegistrySession, short
 
 __all__ = [
@@ -211,17 +212,8 @@ class OciTransport(Transport):
         self, options: TransportOptions | None = None, session: requests.Session | None = None
     ) -> None:
         super().__init__(options)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=max(4, self.options.pool_size),
-                pool_maxsize=max(4, self.options.pool_size),
-                max_retries=0,
-            )
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-        session.headers["User-Agent"] = self.options.user_agent
-        self.session = session
+        self.session = session if session is not None else pooled_session(self.options)
+        self.session.headers["User-Agent"] = self.options.user_agent
         self._registries: dict[tuple[str, str], RegistrySession] = {}
         self._lock = threading.Lock()
 
