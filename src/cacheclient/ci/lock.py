@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,7 +241,8 @@ class _LockReader:
         name = self.get(raw, "name", f"{path}.name", str)
         version = self.get(raw, "version", f"{path}.version", str)
         layout = self.get(raw, "layout", f"{path}.layout", int)
-        if manifest is not None and not _layout_path(manifest, layout, name, version, h):
+        pinned = {b.checksum for b in blobs}
+        if manifest is not None and not _layout_path(manifest, layout, name, version, h, pinned):
             raise self.fail(
                 f"{path}.manifest",
                 f"{manifest!r} is not the layout-{layout} metadata path of {name}/{h}",
@@ -261,9 +263,16 @@ class _LockReader:
         )
 
 
-def _layout_path(manifest: str, layout: int, name: str, version: str, dag_hash: str) -> bool:
+def _layout_path(  # noqa: PLR0917 - the fields of one lock entry
+    manifest: str, layout: int, name: str, version: str, dag_hash: str, pinned: set[str]
+) -> bool:
     """Whether *manifest* is where a mirror of *layout* keeps the metadata of this build: the
-    v3 spec manifest path exactly, or a v2 ``build_cache/...-<hash>.spec.json[.sig]``."""
+    v3 spec manifest path exactly, a v2 ``build_cache/...-<hash>.spec.json[.sig]``, or for a
+    registry the stored image manifest ``oci/manifests/sha256/<digest>.json`` of a digest the
+    lock pins."""
+    if layout == OCI_LAYOUT:
+        found = _OCI_MANIFEST.match(manifest)
+        return found is not None and found.group(1) in pinned
     if layout == 3:
         try:
             return manifest == spec_manifest_path(name, version, dag_hash)
@@ -282,6 +291,9 @@ def _layout_path(manifest: str, layout: int, name: str, version: str, dag_hash: 
             and parts[1].endswith((f"-{dag_hash}.spec.json", f"-{dag_hash}.spec.json.sig"))
         )
     return False
+
+
+_OCI_MANIFEST = re.compile(r"^oci/manifests/sha256/([0-9a-f]{64})\.json$")
 
 
 def _is_hex(text: str) -> bool:
