@@ -278,11 +278,6 @@ def _layout_path(  # noqa: PLR0917 - the fields of one lock entry
             return manifest == spec_manifest_path(name, version, dag_hash)
         except MetadataError:
             return False
-    if layout == OCI_LAYOUT:  # the image manifest, by digest
-        name = manifest.removeprefix("oci/manifests/sha256/").removesuffix(".json")
-        return (
-            manifest == f"oci/manifests/sha256/{name}.json" and len(name) == 64 and (_is_hex(name))
-        )
     if layout == 2:
         parts = manifest.split("/")
         return (

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cacheclient.ci.lock import Lock
-from cacheclient.errors import NoMatchError, StoreError, UsageError
+from cacheclient.errors import NoMatchError, UsageError
 from cacheclient.metadata.oci_image import OCI_LAYOUT, is_oci_url, read_config_spec
 from cacheclient.metadata.specfile import SpecFile, read_specfile
 from cacheclient.mirrors.push_prepare import PreparedBuild, prepare
@@ -109,13 +109,6 @@ def select_builds(
         request = parse_request(text)
         hits = [b.hash for b, spec in records if spec is not None and _matches(request, spec.root)]
         if not hits:
-            damaged = _damaged_record(store, request.hash_prefix)
-            if damaged is not None:
-                raise StoreError(
-                    f"{store.root}: the record .cacheclient/builds/{damaged} is damaged (it "
-                    "names paths or blobs outside the store's layout); run "
-                    "'cacheclient verify --repair', then fetch the build again"
-                )
             raise NoMatchError(f"push: {text!r} matches no build in the store {store.root}")
         roots.extend(h for h in hits if h not in roots)
     return _closure(store, roots)
@@ -160,11 +153,3 @@ def push(
     from cacheclient.mirrors.dir_push import push_to_directory  # noqa: PLC0415
 
     return push_to_directory(prepared, destination, store, progress=progress).to_dict()
-
-
-def _damaged_record(store: Store, hash_prefix: str | None) -> str | None:
-    """The unusable build record a ``/hash`` request names, if any (a damaged record is a
-    store problem, exit 8, not "no match")."""
-    if not hash_prefix:
-        return None
-    return next((n for n in store.bad_build_records() if n.startswith(hash_prefix)), None)
