@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from cacheclient.ci.lock import Lock, LockedProfile
 from cacheclient.errors import MissingBuildError, NoMatchError
@@ -52,7 +51,7 @@ from cacheclient.resolution.resolve import (
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
 
-__all__ = ["Client", "Plan", "Settings", "describe"]
+__all__ = ["Client", "Plan", "Settings"]
 
 
 def __dir__() -> list[str]:
@@ -226,8 +225,9 @@ class Client:
         return _plan_of(the_host, resolutions, verified)
 
     def plan_lock(self, lock: Lock, locked: LockedProfile, source: str) -> Plan:
-        """The plan a lock names for one of its profiles: no index, no resolution; every
-        build's signed metadata is verified and its blobs must be the ones the lock pins."""
+        """The plan a lock names for one of its profiles: no index, no resolution. Each build's
+        signed metadata is verified when it is fetched (:meth:`fetch`), and the caller checks
+        that its blobs are the ones the lock pins (``ci.warm.check_against_lock``)."""
         order: dict[str, None] = {}
         for spec in locked.specs:
             if spec.root is None:
@@ -359,25 +359,3 @@ def _externals(items: Sequence[FetchedBuild], known: Sequence[BuildRecord]) -> l
             if node is not None and node.is_external:
                 found.setdefault(node.hash, node)
     return sorted(found.values(), key=lambda r: (r.name, r.hash))
-
-
-def describe(plan: Plan) -> dict[str, Any]:
-    """The plan as JSON-ready data (used by ``--dry-run --json``)."""
-    return {
-        "host": None if plan.host is None else str(plan.host),
-        "builds": [
-            {
-                "name": b.name,
-                "version": b.version,
-                "hash": b.hash,
-                "spec": b.format(),
-                "fetch": isinstance(plan.verified.get(b.hash), PendingBuild),
-                "tarball_size": plan.tarball_size(b.hash),
-                "signed": plan.signed(b.hash),
-            }
-            for b in plan.builds
-        ],
-        "externals": [
-            {"name": e.name, "version": e.version, "path": e.external_path} for e in plan.externals
-        ],
-    }
