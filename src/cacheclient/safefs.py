@@ -180,6 +180,11 @@ def open_file(
             raise
     finally:
         os.close(dfd)
+    return _regular(fd, path, single_link=single_link)
+
+
+def _regular(fd: int, path: Path, *, single_link: bool) -> int:
+    """*fd* once it is proven a regular file (and blocking again); closed when it is not."""
     try:
         _check_regular(fd, path, single_link=single_link)
         os.set_blocking(fd, True)
@@ -210,13 +215,7 @@ def open_leaf(
         if exc.errno == errno.ENXIO:
             raise _refuse(path, describe(os.lstat(path).st_mode)) from None
         raise
-    try:
-        _check_regular(fd, path, single_link=single_link)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _regular(fd, path, single_link=single_link)
 
 
 def read_file(path: Path, *, base: Path, limit: int | None = None) -> bytes | None:

@@ -99,6 +99,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         client.close()
     db = read_db(root) if (root / ".cacheclient").is_dir() else None
     rows: list[dict[str, Any]] = []
+    missing = {r.hash for r in plan.to_fetch()}
     for rec in plan.builds:
         known = db.get(rec.hash) if db is not None else None
         if known is not None and not args.force and Path(known.prefix).is_dir():
@@ -114,7 +115,7 @@ def _dry_run(args: argparse.Namespace) -> int:
                 "spec": rec.format(),
                 "action": action,
                 "prefix": prefix,
-                "fetch": action != "already-installed" and rec in plan.to_fetch(),
+                "fetch": action != "already-installed" and rec.hash in missing,
                 "tarball_size": plan.tarball_size(rec.hash),
                 "signed": plan.signed(rec.hash),
             }

@@ -318,16 +318,29 @@ class Fetcher:
             if spec.tarball_sha256 != build.tarball.checksum:
                 return None
         self._check_root(spec, record, where, build.mirror)
+        return self._stored(record, build, spec, signer)
+
+    def _stored(
+        self,
+        record: BuildRecord,
+        build: StoredBuild,
+        spec: SpecFile,
+        signer: str | None,
+        *,
+        extra_blobs: tuple[FetchedBlob, ...] = (),
+    ) -> FetchedBuild:
+        """A build complete in the store whose metadata was re-verified (by the caller)."""
         blobs = (
+            *extra_blobs,
             self._fetched_blob("spec", build.spec_blob, build.mirror, present=True),
             self._fetched_blob("tarball", build.tarball, build.mirror, present=True),
         )
         return FetchedBuild(
             record=signed_record(record, spec.root),
             spec=spec,
-            tarball_path=store.blob_path(build.tarball.checksum),
+            tarball_path=self.store.blob_path(build.tarball.checksum),
             tarball=build.tarball,
-            manifest_path=store.root / build.metadata_path,
+            manifest_path=self.store.root / build.metadata_path,
             mirror=build.mirror,
             signer=signer,
             already_present=True,

@@ -173,28 +173,16 @@ def oci_from_store(
         or manifest.tarball.checksum != build.tarball.checksum
     ):
         return None
-    spec = read_config_spec(store.blob_path(build.spec_blob.checksum).read_bytes(), where)
+    config = store.read_blob(build.spec_blob.checksum)  # hashed as it is read back
+    if config is None:
+        return None
+    spec = read_config_spec(config, where)
     fetcher._check_root(spec, record, where, build.mirror)
-    blobs = (
-        FetchedBlob(
-            kind="manifest",
-            ref=BlobRef(media_type=manifest.media_type, checksum=match.group(1), size=len(raw)),
-            path=store.root / build.metadata_path,
-            mirror=build.mirror,
-            already_present=True,
-        ),
-        fetcher._fetched_blob("spec", build.spec_blob, build.mirror, present=True),
-        fetcher._fetched_blob("tarball", build.tarball, build.mirror, present=True),
-    )
-    return FetchedBuild(
-        record=signed_record(record, spec.root),
-        spec=spec,
-        tarball_path=store.blob_path(build.tarball.checksum),
-        tarball=build.tarball,
-        manifest_path=store.root / build.metadata_path,
+    manifest_blob = FetchedBlob(
+        kind="manifest",
+        ref=BlobRef(media_type=manifest.media_type, checksum=match.group(1), size=len(raw)),
+        path=store.root / build.metadata_path,
         mirror=build.mirror,
-        signer=None,
         already_present=True,
-        layout=OCI_LAYOUT,
-        blobs=blobs,
     )
+    return fetcher._stored(record, build, spec, None, extra_blobs=(manifest_blob,))

@@ -36,7 +36,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 import tenacity
 
@@ -77,6 +77,8 @@ __all__ = [
 def __dir__() -> list[str]:
     return __all__
 
+
+_R = TypeVar("_R")
 
 USER_AGENT = f"cacheclient/{__version__}"
 CHUNK_SIZE = 1 << 20
@@ -341,18 +343,9 @@ class Transport:
         A body over *limit* bytes is refused (:class:`MetadataError`), as is one that takes
         longer than the options' ``deadline`` (:class:`DownloadError`).
         """
-        tries, started = 0, time.monotonic()
-        try:
-            for attempt in _retrying(self.options, retry_not_found=retry_not_found, url=url):
-                with attempt:
-                    tries += 1
-                    _count_request(url)
-                    return self._get_bounded(url, etag, last_modified, limit)
-        except _NotFound:
-            return None
-        except _Transient as exc:
-            raise _gave_up(url, exc, tries, started) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._retried(
+            url, retry_not_found, lambda: self._get_bounded(url, etag, last_modified, limit)
+        )
 
     def read(
         self, url: str, *, retry_not_found: bool = False, limit: int = METADATA_LIMIT
@@ -379,13 +372,22 @@ class Transport:
         Failures that survive the retries raise :class:`DownloadError` and keep the partial file
         for a later resume.
         """
+        return self._retried(
+            url,
+            retry_not_found,
+            lambda: self._download_once(url, partial, expected_size, progress),
+        )
+
+    def _retried(self, url: str, retry_not_found: bool, request: Callable[[], _R]) -> _R | None:
+        """*request* with the options' retries (each try counted); ``None`` on 404, and a
+        :class:`DownloadError` saying how many tries over how long when they all failed."""
         tries, started = 0, time.monotonic()
         try:
             for attempt in _retrying(self.options, retry_not_found=retry_not_found, url=url):
                 with attempt:
                     tries += 1
                     _count_request(url)
-                    return self._download_once(url, partial, expected_size, progress)
+                    return request()
         except _NotFound:
             return None
         except _Transient as exc:

@@ -35,7 +35,13 @@ import requests
 import requests.adapters
 
 from cacheclient.errors import DownloadError, MetadataError, UsageError, VerificationError
-from cacheclient.metadata.oci_image import is_oci_url
+from cacheclient.metadata.oci_image import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    is_oci_url,
+)
 from cacheclient.transport.base import (
     Fetched,
     Stream,
@@ -46,7 +52,7 @@ from cacheclient.transport.base import (
     _retrying,
     _Transient,
 )
-from cacheclient.transport.http import pooled_session
+from cacheclient.transport.http import _HttpStream, pooled_session
 from cacheclient.transport.oci_auth import ENV_PASSWORD, ENV_USERNAME, RegistrySession, short
 
 __all__ = [
@@ -67,10 +73,6 @@ def __dir__() -> list[str]:
     return __all__
 
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST))
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 """A manifest larger than this is refused (registries cap them at 4 MiB too)."""
@@ -167,30 +169,14 @@ def check_reference(reference: str) -> str:
 # The transport: reads (manifests, blobs, tags) and the writes ``cacheclient push`` needs.
 
 
-class _RegistryStream:
+class _RegistryStream(_HttpStream):
+    """A blob response: as over plain HTTP, but only a strong ETag is a resume validator (a
+    registry's blob is named by its digest; Last-Modified says nothing more)."""
+
     def __init__(self, response: requests.Response, offset: int) -> None:
-        self._response = response
-        self.offset = offset
-        headers = response.headers
-        etag = headers.get("ETag")
-        self.validator: str | None = etag if etag and not etag.startswith(("W/", "w/")) else None
-        self.total: int | None = None
-        content_range = headers.get("Content-Range", "")
-        if response.status_code == 206 and "/" in content_range:
-            tail = content_range.rsplit("/", 1)[1]
-            self.total = int(tail) if tail.isdigit() else None
-        elif (length := headers.get("Content-Length", "")).isdigit():
-            self.total = int(length)
-
-    def read(self, size: int) -> bytes:
-        try:
-            data: bytes = self._response.raw.read1(size, decode_content=False)
-        except Exception as exc:  # noqa: BLE001 - urllib3's protocol errors, timeouts
-            raise _Transient(f"transfer interrupted: {type(exc).__name__}: {exc}") from None
-        return data
-
-    def close(self) -> None:
-        self._response.close()
+        super().__init__(response.url, response, offset)
+        etag = response.headers.get("ETag")
+        self.validator = etag if etag and not etag.startswith(("W/", "w/")) else None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
