@@ -165,6 +165,27 @@ class TestDigests:
         assert not list((store / ".cacheclient" / "partial").glob("*"))
 
 
+class TestStoreReadBack:
+    def test_a_config_blob_changed_in_the_store_is_exit_4_offline(
+        self, registry_factory: MakeRegistry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The spec (config) blob of a registry build is hashed when it is read back from the
+        store, like a v3 spec blob: changed in the store, it is exit 4 naming it and removed."""
+        server = registry_factory(spack_cache=True, readonly=True)
+        store = tmp_path / "s"
+        args = ["fetch", f"/{ZLIB}", "--mirror", server.url(), *HOST, "--allow-unsigned"]
+        assert main([*args, "--store", str(store)]) == 0
+        config = IMAGES[ZLIB]["config"]["digest"].removeprefix("sha256:")
+        blob = store / "blobs" / "sha256" / config[:2] / config
+        blob.chmod(0o644)
+        _corrupt(blob)
+        capsys.readouterr()
+        assert main([*args, "--store", str(store), "--offline"]) == 4
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert config in err
+        assert not blob.exists()
+
+
 class TestResume:
     def test_registry_stopping_mid_blob_resumes_on_the_next_run(
         self,
