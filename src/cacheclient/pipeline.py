@@ -29,14 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from cacheclient.ci.lock import Lock, LockedProfile
 from cacheclient.errors import MissingBuildError, NoMatchError
 from cacheclient.events import Reporter
-from cacheclient.fetch import DEFAULT_MIRROR_BASE, FetchedBuild, FetchResult
-from cacheclient.fetch.fetcher import Fetcher, PendingBuild
-from cacheclient.installation import DEFAULT_PROJECTION, InstallResult, default_root
-from cacheclient.installation.installer import format_projection, install_fetched
+from cacheclient.fetch import DEFAULT_MIRROR_BASE
+from cacheclient.installation import DEFAULT_PROJECTION
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.mirrors.catalogs import load_catalog
 from cacheclient.model import BuildRecord
@@ -49,7 +47,15 @@ from cacheclient.resolution.resolve import (
     runtime_closure,
 )
 from cacheclient.store import Store
-from cacheclient.trust import TrustStore
+
+if TYPE_CHECKING:
+    # Fetching, installing and locks are imported where they are used: a run that only
+    # resolves (``cacheclient resolve``) does not load them.
+    from cacheclient.ci.lock import Lock, LockedProfile
+    from cacheclient.fetch import FetchedBuild, FetchResult
+    from cacheclient.fetch.fetcher import Fetcher, PendingBuild
+    from cacheclient.installation import InstallResult
+    from cacheclient.trust import TrustStore
 
 __all__ = ["Client", "Plan", "Settings"]
 
@@ -58,8 +64,10 @@ def __dir__() -> list[str]:
     return __all__
 
 
-Verified = FetchedBuild | PendingBuild
-"""A build whose signed metadata verified: complete in the store, or with its tarball to come."""
+if TYPE_CHECKING:
+    Verified = FetchedBuild | PendingBuild
+    """A build whose signed metadata verified: complete in the store, or with its tarball to
+    come."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,6 +112,8 @@ class Plan:
 
     def to_fetch(self) -> list[BuildRecord]:
         """Builds whose tarball is not verified in the store yet."""
+        from cacheclient.fetch.fetcher import PendingBuild  # noqa: PLC0415 - see the imports
+
         return [b for b in self.builds if isinstance(self.verified.get(b.hash), PendingBuild)]
 
     def tarball_size(self, dag_hash: str) -> int | None:
@@ -161,6 +171,8 @@ class Client:
     @property
     def fetcher(self) -> Fetcher:
         if self._fetcher is None:
+            from cacheclient.fetch.fetcher import Fetcher  # noqa: PLC0415 - see the imports
+
             s = self.settings
             self._fetcher = Fetcher(
                 mirrors=list(s.mirrors),
@@ -308,6 +320,12 @@ class Client:
 
         The result's ``requests`` maps each request to the prefix of its selected build.
         """
+        from cacheclient.installation import (  # noqa: PLC0415 - see the imports
+            default_root,
+            format_projection,
+            install_fetched,
+        )
+
         s = self.settings
         for record in plan.builds[:1]:  # a bad projection fails before any download
             format_projection(s.projection, record)

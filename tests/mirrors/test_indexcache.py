@@ -271,7 +271,7 @@ class TestWarmParsesNothing:
         assert hashes(open_mirror(server.url, store=store)) == first
         assert [e.uri.split("/")[1] for e in server.requests()] == ["v3", "blobs"]
 
-    def test_cli_warm_resolve_imports_no_http_library(
+    def test_cli_warm_resolve_imports_no_http_library_fetcher_or_installer(
         self, nginx_mirror: Callable[..., NginxServer], tmp_path: Path
     ) -> None:
         server = nginx_mirror(SPACK_V3_SIGNED)
@@ -283,12 +283,21 @@ class TestWarmParsesNothing:
             "code = main(['resolve', 'demo-zlib', '--mirror', sys.argv[1], '--platform', 'linux',"
             " '--os', 'debian12', '--target', 'x86_64_v4', '--store', sys.argv[2]])\n"
             "print(code, 'requests' in sys.modules)\n"
+            "print(' '.join(m for m in sys.argv[3:] if m in sys.modules))\n"
         )
-        cmd = [sys.executable, "-c", code, server.url, str(tmp_path / "s")]
+        heavy = [
+            "cacheclient.transport",
+            "cacheclient.fetch.fetcher",
+            "cacheclient.installation.installer",
+            "cacheclient.ci.lock",
+            "cacheclient.trust",
+            "tenacity",
+        ]
+        cmd = [sys.executable, "-c", code, server.url, str(tmp_path / "s"), *heavy]
         cold = subprocess.run(cmd, capture_output=True, text=True, check=True)
         warm = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        assert cold.stdout.splitlines()[-1] == "0 True"
-        assert warm.stdout.splitlines()[-1] == "0 False"
+        assert cold.stdout.splitlines()[-2:] == ["0 True", "cacheclient.transport tenacity"]
+        assert warm.stdout.splitlines()[-2:] == ["0 False", ""]
 
 
 @pytest.mark.usefixtures("parsed_always")

@@ -337,3 +337,109 @@ class TestUntrustedFile:
 
             with pytest.raises(ParsedIndexCorrupt):
                 read_all()
+
+
+def _node(name: str, dag_hash: str, deps: list[tuple[str, str]]) -> dict[str, object]:
+    return {
+        "name": name,
+        "version": "1",
+        "hash": dag_hash,
+        "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
+        "dependencies": [
+            {"name": n, "hash": h, "parameters": {"deptypes": ["link"], "virtuals": []}}
+            for n, h in deps
+        ],
+    }
+
+
+def _index(nodes: list[dict[str, object]]) -> bytes:
+    installs = {n["hash"]: {"spec": n, "in_buildcache": True} for n in nodes}
+    return json.dumps({"database": {"version": "8", "installs": installs}}).encode()
+
+
+def _hash(i: int) -> str:
+    return f"{i:032d}".translate(str.maketrans("0123456789", "abcdefghij"))
+
+
+class TestClosureReads:
+    """A closure is read from the parsed index in batches, with the same answer."""
+
+    WIDE = 1200  # more than two batches of leaves
+    HOST = HostProfile(platform="linux", os="debian12", target="x86_64")
+
+    def wide_index(self) -> bytes:
+        # root -> mid-0..2 -> 1,200 leaves shared by all three, plus a chain of 5 under leaf 0
+        leaves = [(f"leaf-{i}", _hash(1000 + i)) for i in range(self.WIDE)]
+        chain = [(f"chain-{i}", _hash(9000 + i)) for i in range(5)]
+        nodes = [_node("root", _hash(1), [(f"mid-{i}", _hash(10 + i)) for i in range(3)])]
+        nodes += [_node(f"mid-{i}", _hash(10 + i), leaves) for i in range(3)]
+        nodes += [_node(n, h, [chain[0]] if n == "leaf-0" else []) for n, h in leaves]
+        nodes += [
+            _node(n, h, [chain[i + 1]] if i + 1 < len(chain) else [])
+            for i, (n, h) in enumerate(chain)
+        ]
+        return _index(nodes)
+
+    def test_a_large_closure_takes_a_few_queries_and_gives_the_json_answer(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = self.wide_index()
+        catalog = Catalog.over(
+            open_parsed_index(tmp_path, "c" * 64, source="idx", data=lambda: data), source="idx"
+        )
+        queries: list[str] = []
+        real = parsed_index.ParsedIndex._query
+
+        def counted(self: parsed_index.ParsedIndex, sql: str, args: object = ()) -> object:
+            queries.append(sql)
+            return real(self, sql, args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(parsed_index.ParsedIndex, "_query", counted)
+        (stored,) = resolve(["root"], catalog, self.HOST)
+        (parsed,) = resolve(["root"], parse_database(data, "idx"), self.HOST)
+        assert stored.selected is not None
+        assert len(stored.closure) == 1 + 3 + self.WIDE + 5
+        assert stored.to_dict() == parsed.to_dict()
+        assert [r.hash for r in stored.closure] == [r.hash for r in parsed.closure]
+        # one query for the name, then per level of the closure: mids (1), leaves (3 batches
+        # of 500), then one per link of the chain (5)
+        assert len(queries) <= 12, queries
+
+    def test_get_many_is_get_for_each(self, tmp_path: Path) -> None:
+        bad: dict[str, object] = {"name": "bad", "version": "1", "hash": _hash(3), "arch": "broken"}
+        data = _index([_node("a", _hash(1), []), _node("b", _hash(2), []), bad])
+        path = build_parsed_index(data, tmp_path, "d" * 64, source="idx")
+        with ParsedIndex(path, "d" * 64, source="idx") as index:
+            found = index.get_many([_hash(2), _hash(1), _hash(1), _hash(7)])
+            assert found == {_hash(1): index.get(_hash(1)), _hash(2): index.get(_hash(2))}
+            assert index.get_many([]) == {}
+            with pytest.raises(MetadataError) as many:
+                index.get_many([_hash(1), _hash(3)])
+            with pytest.raises(MetadataError) as one:
+                index.get(_hash(3))
+            assert str(many.value) == str(one.value)
+
+    def test_a_hole_met_first_still_decides_over_a_malformed_record_read_ahead(
+        self, tmp_path: Path
+    ) -> None:
+        # root -> a-missing (not in the index), b-bad (malformed): the walk meets the hole
+        # first, so the candidate is rejected for its closure, as with the JSON index; the
+        # malformed record read ahead in the same batch changes nothing.
+        bad: dict[str, object] = {
+            "name": "b-bad",
+            "version": "1",
+            "hash": _hash(3),
+            "arch": "broken",
+        }
+        root = _node("root", _hash(1), [("a-missing", _hash(2)), ("b-bad", _hash(3))])
+        data = _index([root, bad])
+        catalog = Catalog.over(
+            open_parsed_index(tmp_path, "e" * 64, source="idx", data=lambda: data), source="idx"
+        )
+        (stored,) = resolve(["root"], catalog, self.HOST)
+        (parsed,) = resolve(["root"], parse_database(data, "idx"), self.HOST)
+        assert stored.selected is None
+        assert stored.to_dict() == parsed.to_dict()
+        (candidate,) = stored.candidates
+        assert [r.axis for r in candidate.reasons] == ["closure"]
+        assert "a-missing/" in candidate.reasons[0].message

@@ -8,22 +8,25 @@ fetching as well is :func:`cacheclient.pipeline.install`. The submodules expose 
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
 from cacheclient import safefs
-from cacheclient.installation.installer import (
-    DEFAULT_PROJECTION,
-    ExternalCheck,
-    FetchedLike,
-    InstalledBuild,
-    InstallResult,
-    LocalBuild,
-    format_projection,
-    install_fetched,
-)
+from cacheclient.installation.projection import DEFAULT_PROJECTION, format_projection
+
+if TYPE_CHECKING:
+    from cacheclient.installation.installer import (
+        ExternalCheck,
+        FetchedLike,
+        InstalledBuild,
+        InstallResult,
+        LocalBuild,
+        install_fetched,
+    )
 
 __all__ = [
     "DEFAULT_PROJECTION",
@@ -40,6 +43,16 @@ __all__ = [
 
 def __dir__() -> list[str]:
     return __all__
+
+
+def __getattr__(name: str) -> object:
+    """The installer's names, imported on first use: a command that installs nothing (resolve,
+    list) does not pay for the installer's imports."""
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("cacheclient.installation.installer"), name)
+    globals()[name] = value
+    return value
 
 
 def default_root() -> Path:

@@ -22,12 +22,11 @@ import datetime as _dt
 import itertools
 import os
 import shutil
-import string
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from cacheclient import safefs
@@ -41,6 +40,7 @@ from cacheclient.installation.extract import (
 )
 from cacheclient.installation.installdb import InstallDB, InstallRecord, locked_db
 from cacheclient.installation.manifest import write_install_manifest
+from cacheclient.installation.projection import DEFAULT_PROJECTION, format_projection
 from cacheclient.installation.relocate import build_prefix_map, find_patchelf, relocate_prefix
 from cacheclient.installation.sbang import install_sbang, sbang_path
 from cacheclient.model import BlobRef, BuildRecord
@@ -62,11 +62,6 @@ __all__ = [
 def __dir__() -> list[str]:
     return __all__
 
-
-DEFAULT_PROJECTION = "{platform}-{target}/{name}-{version}-{hash}"
-"""Spack 1.x's default layout below the install root."""
-
-_PROJECTION_FIELDS = frozenset({"platform", "os", "target", "name", "version", "hash"})
 
 Status = Literal["installed", "reinstalled", "already-installed"]
 
@@ -172,45 +167,6 @@ class InstallResult:
             "warnings": list(self.warnings),
             "requests": {k: str(v) for k, v in self.requests.items()},
         }
-
-
-def format_projection(projection: str, record: BuildRecord) -> str:
-    """The relative install path of *record* under *projection* (validated)."""
-    try:
-        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(projection)]
-    except ValueError as exc:
-        raise UsageError(f"projection {projection!r}: {exc}") from None
-    fields = [f for f, _, _ in parsed if f is not None]
-    if any(spec or conv for f, spec, conv in parsed if f is not None):
-        raise UsageError(
-            f"projection {projection!r}: only plain fields such as {{name}} are allowed "
-            "(no conversions or format specs)"
-        )
-    bad = [f for f in fields if f not in _PROJECTION_FIELDS]
-    if bad:
-        allowed = ", ".join("{" + f + "}" for f in sorted(_PROJECTION_FIELDS))
-        raise UsageError(f"projection {projection!r}: unknown field {bad[0]!r} (use {allowed})")
-    values = {
-        "platform": record.platform,
-        "os": record.os,
-        "target": record.target,
-        "name": record.name,
-        "version": record.version,
-        "hash": record.hash,
-    }
-    for key, value in values.items():
-        if "/" in value or value in ("", ".", "..") or "\0" in value:
-            raise UsageError(
-                f"{record.name}/{record.short_hash}: {key} {value!r} unusable in a path"
-            )
-    try:
-        rel = projection.format(**values)
-    except (ValueError, IndexError) as exc:
-        raise UsageError(f"projection {projection!r}: {exc}") from None
-    parts = PurePosixPath(rel).parts
-    if not parts or rel.startswith("/") or any(p in ("..", ".") for p in parts):
-        raise UsageError(f"projection {projection!r} gives an unusable path {rel!r}")
-    return rel
 
 
 def planned_prefixes(

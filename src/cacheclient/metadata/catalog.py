@@ -56,6 +56,11 @@ class RecordIndex(Protocol):
         """The record of *dag_hash* (see :data:`RecordBuilder`)."""
         ...
 
+    def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
+        """The records of those *hashes* the source holds (an on-disk index reads them in a
+        few queries rather than one each)."""
+        ...
+
 
 class _MapIndex:
     """A :class:`RecordIndex` over ``name -> [hash, ...]`` and a builder."""
@@ -80,6 +85,9 @@ class _MapIndex:
 
     def size(self) -> int:
         return sum(len(v) for v in self._by_name.values())
+
+    def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
+        return _each(self.build, hashes)
 
 
 class _MergedIndex:
@@ -113,6 +121,14 @@ class _MergedIndex:
             record = part.get(dag_hash)
             if record is not None:
                 found = record if found is None else _union(found, record)
+        return found
+
+    def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
+        found: dict[str, BuildRecord] = {}
+        for part in self._parts:
+            for dag_hash, record in part.get_many(hashes).items():
+                first = found.get(dag_hash)
+                found[dag_hash] = record if first is None else _union(first, record)
         return found
 
 
@@ -194,6 +210,16 @@ class Catalog:
                 self._cache[dag_hash] = record
         return record
 
+    def get_many(self, hashes: Iterable[str]) -> dict[str, BuildRecord]:
+        """The records of those *hashes* the catalog holds (missing ones are left out); those
+        not read yet are read together."""
+        cache = self._cache
+        wanted = list(dict.fromkeys(hashes))
+        todo = [h for h in wanted if h not in cache]
+        if todo:
+            cache.update(self._index.build_many(todo))
+        return {h: cache[h] for h in wanted if h in cache}
+
     def _records(self, hashes: Iterable[str]) -> list[BuildRecord]:
         out = []
         for h in hashes:
@@ -261,6 +287,15 @@ class Catalog:
             source=" + ".join(p.source for p in parts),
             warnings=[w for p in parts for w in p.warnings],
         )
+
+
+def _each(build: RecordBuilder, hashes: Iterable[str]) -> dict[str, BuildRecord]:
+    found = {}
+    for dag_hash in hashes:
+        record = build(dag_hash)
+        if record is not None:
+            found[dag_hash] = record
+    return found
 
 
 def _union(first: BuildRecord, other: BuildRecord) -> BuildRecord:

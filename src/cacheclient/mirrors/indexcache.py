@@ -33,7 +33,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +53,6 @@ from cacheclient.metadata.manifest import parse_manifest
 from cacheclient.mirrors.oci_index import OCI_INDEX_PATH, OCI_LAYOUT, is_oci_url, read_oci_index
 from cacheclient.mirrors.open import local_reader, local_root, open_catalog, read_blob
 from cacheclient.store import Store
-from cacheclient.transport.base import INDEX_LIMIT
 
 if TYPE_CHECKING:
     from cacheclient.transport import Transport, TransportOptions
@@ -370,6 +369,8 @@ def _refresh_v3(
 def _refresh_v2(
     transport: Transport, url: str, old: IndexState | None
 ) -> tuple[IndexState, Body | None] | None:
+    from cacheclient.transport import INDEX_LIMIT  # noqa: PLC0415 - only when a request is due
+
     index_url = _join(url, INDEX_V2)
     now = time.time()
     previous = old if old is not None and old.layout == 2 else None
@@ -499,9 +500,55 @@ def _refresh_oci(
     return state, found.data
 
 
+def _still_current(url: str, old: IndexState, user_agent: str) -> IndexState | None:
+    """*old*'s successor when one quick request shows the index unchanged; ``None`` when that
+    cannot be told this way (the full transport then asks: see :mod:`cacheclient.transport.quick`).
+
+    The question asked is the one :func:`_refresh_v3` or :func:`_refresh_v2` asks first for
+    the layout seen last time, so the answer is the same, without importing the HTTP library.
+    """
+    from cacheclient.transport.quick import quick_get  # noqa: PLC0415 - only when a request is due
+
+    now = time.time()
+    if old.layout == 3:
+        fetched = quick_get(_join(url, INDEX_V3), etag=old.etag, user_agent=user_agent)
+        if fetched is None:
+            return None
+        if fetched.status == 304:
+            return replace(old, url=url, etag=fetched.etag, checked_at=now)
+        try:
+            blob = parse_manifest(fetched.body, url).index_blob
+        except MetadataError:
+            return None
+        if blob is None or blob.checksum != old.index_hash:
+            return None
+        return replace(old, url=url, etag=fetched.etag, checked_at=now, size=blob.size)
+    if old.layout == 2 and old.etag:
+        # a 200 would be the whole index: more than the limit, so None (the full path)
+        fetched = quick_get(_join(url, INDEX_V2), etag=old.etag, user_agent=user_agent)
+        if fetched is None or fetched.status != 304:
+            return None
+        return replace(old, url=url, etag=fetched.etag or old.etag, checked_at=now)
+    if old.layout == 2:
+        fetched = quick_get(_join(url, INDEX_V2_HASH), user_agent=user_agent)
+        if fetched is None or fetched.status != 200:
+            return None
+        text = fetched.body[:64].decode("ascii", "replace").strip()
+        return replace(old, url=url, etag=None, checked_at=now) if text == old.index_hash else None
+    return None
+
+
 def _refresh(
     url: str, cache: _Cache, old: IndexState | None, options: TransportOptions | None
 ) -> Catalog:
+    if old is not None and _is_remote(url) and not is_oci_url(url):
+        from cacheclient.transport.base import USER_AGENT  # noqa: PLC0415 - see _still_current
+
+        current = _still_current(url, old, options.user_agent if options else USER_AGENT)
+        catalog = None if current is None else _cached_catalog(url, cache, current)
+        if current is not None and catalog is not None:
+            cache.save(current)
+            return catalog
     from cacheclient.transport import transport_for  # noqa: PLC0415 - only when a request is due
 
     transport = transport_for(url, options)

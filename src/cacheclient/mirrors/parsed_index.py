@@ -26,7 +26,7 @@ import sqlite3
 import stat
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -71,6 +71,10 @@ _INDEXES = (
     "CREATE INDEX records_name ON records (name)",
 )
 
+
+_SELECT = "SELECT hash, name, kind, body, target, crc FROM records"
+_BATCH = 500
+"""Hashes per query of :meth:`ParsedIndex.get_many` (SQLite allows at least 999 parameters)."""
 
 _T = TypeVar("_T")
 
@@ -285,12 +289,30 @@ class ParsedIndex:
 
         :raises MetadataError: the index holds a malformed record there.
         """
-        rows = self._query(
-            "SELECT name, kind, body, target, crc FROM records WHERE hash = ?", (dag_hash,)
-        )
-        if not rows:
-            return None
-        name, kind, body, target, crc = rows[0]
+        rows = self._query(f"{_SELECT} WHERE hash = ?", (dag_hash,))
+        return self._record(dag_hash, rows[0]) if rows else None
+
+    def get_many(self, hashes: Iterable[str]) -> dict[str, BuildRecord]:
+        """The records of those *hashes* the index holds, read in batches (a closure of
+        thousands of builds takes a few queries, not one each).
+
+        :raises MetadataError: the index holds a malformed record for one of them.
+        """
+        wanted = sorted(set(hashes))
+        found: dict[str, BuildRecord] = {}
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            sql = f"{_SELECT} WHERE hash IN ({','.join('?' * len(chunk))})"
+            for row in self._query(sql, chunk):
+                dag_hash = row[0]
+                if not isinstance(dag_hash, str) or dag_hash in found:
+                    raise ParsedIndexCorrupt("a hash is not text, or is listed twice")
+                found[dag_hash] = self._record(dag_hash, row)
+        return found
+
+    def _record(self, dag_hash: str, row: tuple[object, ...]) -> BuildRecord:
+        """The checked record of one row ``(hash, name, kind, body, target, crc)``."""
+        _, name, kind, body, target, crc = row
         if (
             not isinstance(name, str)
             or not isinstance(body, bytes)
@@ -345,6 +367,7 @@ class ParsedIndex:
         return info
 
     build = get
+    build_many = get_many
 
     def hashes(self, name: str) -> list[str]:
         return self._strings(self._query("SELECT hash FROM records WHERE name = ?", (name,)))
@@ -410,6 +433,9 @@ class _Healing:
 
     def build(self, dag_hash: str) -> BuildRecord | None:
         return self._call(lambda index: index.get(dag_hash))
+
+    def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
+        return self._call(lambda index: index.get_many(hashes))
 
 
 def _discard(path: Path) -> None:

@@ -13,7 +13,6 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 from cacheclient.errors import DownloadError, UsageError, printable
@@ -142,6 +141,8 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    from importlib import metadata  # noqa: PLC0415 - only when a transport is first asked for
+
     for entry in metadata.entry_points(group="cacheclient.transports"):
         if entry.name.lower() in _registry:
             continue

@@ -24,7 +24,6 @@ Timeouts and tries come from :class:`TransportOptions` (``CACHECLIENT_CONNECT_TI
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import logging
 import os
@@ -32,13 +31,10 @@ import random
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
-
-import tenacity
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cacheclient._version import __version__
 from cacheclient.errors import (
@@ -56,6 +52,9 @@ from cacheclient.transport.sink import (
     read_meta,
     write_meta,
 )
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = [
     "CHUNK_SIZE",
@@ -187,12 +186,21 @@ def _advanced(before: int, after: int, total: int | None) -> bool:
     return gained >= CHUNK_SIZE or (total is not None and gained * 4 >= total)
 
 
+def strong_etag(value: str | None) -> str | None:
+    """*value* if it is a strong ``ETag`` (a weak one, ``W/...``, cannot validate bytes)."""
+    if not value or value.startswith(("W/", "w/")):
+        return None
+    return value
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # noqa: PLC0415 - rare: a Retry-After given as a date
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -203,6 +211,8 @@ def _parse_retry_after(value: str | None) -> float | None:
 def _retrying(
     options: TransportOptions, *, retry_not_found: bool, url: str = ""
 ) -> tenacity.Retrying:
+    import tenacity  # noqa: PLC0415 - only once a request is made (fast warm commands)
+
     def should_retry(state: tenacity.RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _NotFound):

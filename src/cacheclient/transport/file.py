@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import IO
@@ -22,7 +21,9 @@ def __dir__() -> list[str]:
 def _local_path(url: str) -> Path:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() == "file":
-        return Path(urllib.request.url2pathname(urllib.parse.unquote(parts.netloc + parts.path)))
+        from urllib.request import url2pathname  # noqa: PLC0415 - it imports http.client
+
+        return Path(url2pathname(urllib.parse.unquote(parts.netloc + parts.path)))
     return Path(url)
 
 

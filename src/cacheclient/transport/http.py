@@ -24,6 +24,7 @@ from cacheclient.transport.base import (
     _NotFound,
     _parse_retry_after,
     _Transient,
+    strong_etag,
     too_large,
 )
 
@@ -37,19 +38,13 @@ def __dir__() -> list[str]:
 _RETRY_STATUS = frozenset({429})  # and every 5xx; no other 4xx (404: see retry_not_found)
 
 
-def _strong_etag(value: str | None) -> str | None:
-    if not value or value.startswith(("W/", "w/")):
-        return None
-    return value
-
-
 class _HttpStream:
     def __init__(self, url: str, response: requests.Response, offset: int) -> None:
         self._url = url
         self._response = response
         self.offset = offset
         headers = response.headers
-        self.validator: str | None = _strong_etag(headers.get("ETag")) or headers.get(
+        self.validator: str | None = strong_etag(headers.get("ETag")) or headers.get(
             "Last-Modified"
         )
         self.total: int | None = None
@@ -142,7 +137,7 @@ class HttpTransport(Transport):
             headers["If-Modified-Since"] = last_modified
         response = self._request(url, headers, stream=True)
         try:
-            new_etag = _strong_etag(response.headers.get("ETag"))
+            new_etag = strong_etag(response.headers.get("ETag"))
             modified = response.headers.get("Last-Modified")
             if response.status_code == 304:
                 return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
