@@ -443,3 +443,24 @@ class TestClosureReads:
         (candidate,) = stored.candidates
         assert [r.axis for r in candidate.reasons] == ["closure"]
         assert "a-missing/" in candidate.reasons[0].message
+
+    def test_inspect_reads_every_record_in_batches_and_keeps_none(self, tmp_path: Path) -> None:
+        from cacheclient.cli.inspect_cmd import _record_rows
+
+        bad: dict[str, object] = {
+            "name": "leaf-0007",
+            "version": "1",
+            "hash": _hash(7),
+            "arch": "broken",
+        }
+        nodes = [_node(f"leaf-{i:04d}", _hash(1000 + i), []) for i in range(self.WIDE)]
+        data = _index([*nodes, bad])
+        catalog = Catalog.over(
+            open_parsed_index(tmp_path, "f" * 64, source="idx", data=lambda: data), source="idx"
+        )
+        problems: list[str] = []
+        names = [r.name for r in _record_rows(catalog, problems)]
+        assert names == sorted(f"leaf-{i:04d}" for i in range(self.WIDE))  # all but the bad one
+        assert len(problems) == 1
+        assert _hash(7) in problems[0] or "leaf-0007" in problems[0]
+        assert catalog._cache == {}  # one batch at a time: nothing kept

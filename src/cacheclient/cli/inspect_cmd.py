@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +94,36 @@ def _read_page_source(source: str) -> Catalog:
     return read_page(decode_text(data, source), source)
 
 
-def _record_rows(catalog: Catalog, problems: list[str]) -> list[BuildRecord]:
-    records: list[BuildRecord] = []
+def _record_rows(catalog: Catalog, problems: list[str]) -> Iterator[BuildRecord]:
+    """Every record in name order, read in batches and not kept by the catalog (a 60,000-record
+    index is one pass, not 60,000 queries and every record in memory); a malformed record is a
+    problem, and the others of its batch are read one by one."""
+    batch: list[str] = []
+
+    def flush() -> Iterator[BuildRecord]:
+        try:
+            found = catalog.get_many(batch, keep=False)
+        except MetadataError:
+            found = {}
+            for dag_hash in batch:
+                try:
+                    record = catalog.get_many([dag_hash], keep=False).get(dag_hash)
+                except MetadataError as exc:
+                    problems.append(str(exc))
+                    continue
+                if record is not None:
+                    found[dag_hash] = record
+        yield from (found[h] for h in batch if h in found)
+        batch.clear()
+
     for name in catalog.names():
-        for dag_hash in catalog.hashes(name):
-            try:
-                record = catalog.get(dag_hash)
-            except MetadataError as exc:
-                problems.append(str(exc))
-                continue
-            if record is not None:
-                records.append(record)
-    return records
+        batch.extend(catalog.hashes(name))
+        if len(batch) >= _BATCH:
+            yield from flush()
+    yield from flush()
+
+
+_BATCH = 500
 
 
 def inspect_source(
@@ -153,26 +171,27 @@ def inspect_source(
                 from cacheclient.settings import store_from_option  # noqa: PLC0415
 
                 catalog = open_mirror(source, store=store_from_option(None))
-    records = _record_rows(catalog, problems)
     known = set(catalog.hashes())
-    for record in records:
+    dependency_problems: list[str] = []
+    file_problems: list[str] = []
+    packages: dict[str, dict[str, Any]] = {}
+    totals: Counter[str] = Counter()
+    all_os: Counter[str] = Counter()
+    all_targets: Counter[str] = Counter()
+    stacks: Counter[str] = Counter()
+    for record in _record_rows(catalog, problems):  # one pass: records are not kept
         for dep in record.dependencies:
             if dep.hash not in known and kind == "mirror":
-                problems.append(
+                dependency_problems.append(
                     f"{record.name}/{record.short_hash}: dependency {dep.name}/{dep.hash} "
                     "is not in the index"
                 )
-    if check_files and read is not None:
-        for record in records:
-            if not record.installable:
-                continue
+        if check_files and read is not None and record.installable:
             paths = (
                 [record.manifest_path] if record.manifest_path else list(v2_specfile_paths(record))
             )
             if all(read(p) is None for p in paths):
-                problems.append(f"{record.name}/{record.hash}: missing {' or '.join(paths)}")
-    packages: dict[str, dict[str, Any]] = {}
-    for record in records:
+                file_problems.append(f"{record.name}/{record.hash}: missing {' or '.join(paths)}")
         pkg = packages.setdefault(
             record.name,
             {"records": 0, "installable": 0, "versions": set(), "os": Counter(),
@@ -183,19 +202,25 @@ def inspect_source(
         pkg["versions"].add(record.version)
         pkg["os"][record.os] += 1
         pkg["targets"][record.target] += 1
+        totals["records"] += 1
+        totals["installable"] += record.installable
+        totals["dependency_only"] += not record.installable and not record.is_external
+        totals["externals"] += record.is_external
+        all_os[record.os] += 1
+        all_targets[record.target] += 1
+        stacks.update(record.stacks)
+    problems += dependency_problems + file_problems
     return {
         "source": source,
         "kind": kind,
         "layouts": layouts,
-        "records": len(records),
-        "installable": sum(r.installable for r in records),
-        "dependency_only": sum(not r.installable and not r.is_external for r in records),
-        "externals": sum(r.is_external for r in records),
-        "os": dict(sorted(Counter(r.os for r in records).items())),
-        "targets": dict(sorted(Counter(r.target for r in records).items())),
-        "stacks": dict(sorted(Counter(s for r in records for s in r.stacks).items()))
-        if kind == "page"
-        else {},
+        "records": totals["records"],
+        "installable": totals["installable"],
+        "dependency_only": totals["dependency_only"],
+        "externals": totals["externals"],
+        "os": dict(sorted(all_os.items())),
+        "targets": dict(sorted(all_targets.items())),
+        "stacks": dict(sorted(stacks.items())) if kind == "page" else {},
         "packages": {
             name: {
                 "records": p["records"],

@@ -210,15 +210,17 @@ class Catalog:
                 self._cache[dag_hash] = record
         return record
 
-    def get_many(self, hashes: Iterable[str]) -> dict[str, BuildRecord]:
+    def get_many(self, hashes: Iterable[str], *, keep: bool = True) -> dict[str, BuildRecord]:
         """The records of those *hashes* the catalog holds (missing ones are left out); those
-        not read yet are read together."""
+        not read yet are read together. With ``keep=False`` they are not kept for later calls
+        (a pass over a whole large index then holds one batch at a time)."""
         cache = self._cache
         wanted = list(dict.fromkeys(hashes))
         todo = [h for h in wanted if h not in cache]
-        if todo:
-            cache.update(self._index.build_many(todo))
-        return {h: cache[h] for h in wanted if h in cache}
+        read = self._index.build_many(todo) if todo else {}
+        if keep:
+            cache.update(read)
+        return {h: r for h in wanted if (r := cache.get(h) or read.get(h)) is not None}
 
     def _records(self, hashes: Iterable[str]) -> list[BuildRecord]:
         out = []

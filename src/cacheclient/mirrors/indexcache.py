@@ -55,7 +55,7 @@ from cacheclient.mirrors.open import local_reader, local_root, open_catalog, rea
 from cacheclient.store import Store
 
 if TYPE_CHECKING:
-    from cacheclient.transport import Transport, TransportOptions
+    from cacheclient.transport import Fetched, Transport, TransportOptions
 
 __all__ = ["DEFAULT_TTL", "STORED_INDEX_ABOVE", "IndexState", "open_mirror", "open_mirrors"]
 
@@ -320,12 +320,18 @@ def _download_blob(
 
 
 def _refresh_v3(
-    transport: Transport, cache: _Cache, url: str, old: IndexState | None
+    transport: Transport,
+    cache: _Cache,
+    url: str,
+    old: IndexState | None,
+    seen: Fetched | None = None,
 ) -> tuple[IndexState, Body | None] | None:
-    """``(state, new index or None if unchanged)``; None when the mirror has no v3 index."""
+    """``(state, new index or None if unchanged)``; None when the mirror has no v3 index.
+
+    *seen*: the manifest already fetched for this check (by the quick check), used as is."""
     manifest_url = _join(url, INDEX_V3)
     etag = old.etag if old is not None and old.layout == 3 else None
-    fetched = transport.get(manifest_url, etag=etag)
+    fetched = seen if seen is not None else transport.get(manifest_url, etag=etag)
     if fetched is None:
         return None
     now = time.time()
@@ -500,9 +506,13 @@ def _refresh_oci(
     return state, found.data
 
 
-def _still_current(url: str, old: IndexState, user_agent: str) -> IndexState | None:
-    """*old*'s successor when one quick request shows the index unchanged; ``None`` when that
-    cannot be told this way (the full transport then asks: see :mod:`cacheclient.transport.quick`).
+def _still_current(
+    url: str, old: IndexState, user_agent: str
+) -> tuple[IndexState | None, Fetched | None]:
+    """``(state, manifest)``: *old*'s successor when one quick request shows the index
+    unchanged, else ``None`` (the full transport then asks: :mod:`cacheclient.transport.quick`);
+    and the v3 manifest that request brought when it shows a new index (so it is not asked for
+    twice).
 
     The question asked is the one :func:`_refresh_v3` or :func:`_refresh_v2` asks first for
     the layout seen last time, so the answer is the same, without importing the HTTP library.
@@ -513,38 +523,41 @@ def _still_current(url: str, old: IndexState, user_agent: str) -> IndexState | N
     if old.layout == 3:
         fetched = quick_get(_join(url, INDEX_V3), etag=old.etag, user_agent=user_agent)
         if fetched is None:
-            return None
+            return None, None
         if fetched.status == 304:
-            return replace(old, url=url, etag=fetched.etag, checked_at=now)
+            return replace(old, url=url, etag=fetched.etag, checked_at=now), None
         try:
             blob = parse_manifest(fetched.body, url).index_blob
         except MetadataError:
-            return None
+            return None, None
         if blob is None or blob.checksum != old.index_hash:
-            return None
-        return replace(old, url=url, etag=fetched.etag, checked_at=now, size=blob.size)
+            return None, fetched
+        return replace(old, url=url, etag=fetched.etag, checked_at=now, size=blob.size), None
     if old.layout == 2 and old.etag:
         # a 200 would be the whole index: more than the limit, so None (the full path)
         fetched = quick_get(_join(url, INDEX_V2), etag=old.etag, user_agent=user_agent)
         if fetched is None or fetched.status != 304:
-            return None
-        return replace(old, url=url, etag=fetched.etag or old.etag, checked_at=now)
+            return None, None
+        return replace(old, url=url, etag=fetched.etag or old.etag, checked_at=now), None
     if old.layout == 2:
         fetched = quick_get(_join(url, INDEX_V2_HASH), user_agent=user_agent)
         if fetched is None or fetched.status != 200:
-            return None
+            return None, None
         text = fetched.body[:64].decode("ascii", "replace").strip()
-        return replace(old, url=url, etag=None, checked_at=now) if text == old.index_hash else None
-    return None
+        if text != old.index_hash:
+            return None, None
+        return replace(old, url=url, etag=None, checked_at=now), None
+    return None, None
 
 
 def _refresh(
     url: str, cache: _Cache, old: IndexState | None, options: TransportOptions | None
 ) -> Catalog:
+    manifest: Fetched | None = None
     if old is not None and _is_remote(url) and not is_oci_url(url):
         from cacheclient.transport.base import USER_AGENT  # noqa: PLC0415 - see _still_current
 
-        current = _still_current(url, old, options.user_agent if options else USER_AGENT)
+        current, manifest = _still_current(url, old, options.user_agent if options else USER_AGENT)
         catalog = None if current is None else _cached_catalog(url, cache, current)
         if current is not None and catalog is not None:
             cache.save(current)
@@ -561,7 +574,10 @@ def _refresh(
             return _refresh_v2(transport, url, previous) or _refresh_v3(
                 transport, cache, url, previous
             )
-        return _refresh_v3(transport, cache, url, previous) or _refresh_v2(transport, url, previous)
+        seen = manifest if previous is old else None  # the quick check's answer, if it had one
+        return _refresh_v3(transport, cache, url, previous, seen) or _refresh_v2(
+            transport, url, previous
+        )
 
     result = fetch(old)
     if result is None:
