@@ -534,8 +534,8 @@ def _still_current(
             return None, fetched
         return replace(old, url=url, etag=fetched.etag, checked_at=now, size=blob.size), None
     if old.layout == 2 and old.etag:
-        # a 200 would be the whole index: more than the limit, so None (the full path)
-        fetched = quick_get(_join(url, INDEX_V2), etag=old.etag, user_agent=user_agent)
+        # only a 304 helps here: a 200 is the whole index, left to the full transport unread
+        fetched = quick_get(_join(url, INDEX_V2), etag=old.etag, limit=0, user_agent=user_agent)
         if fetched is None or fetched.status != 304:
             return None, None
         return replace(old, url=url, etag=fetched.etag or old.etag, checked_at=now), None
