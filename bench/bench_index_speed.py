@@ -13,6 +13,7 @@ blob streamed into the store) and v2 (``index.json`` + ``index.json.hash``).
 * warm: same store within the index TTL: no request, no JSON parse, resolve;
 * TTL expired: the cached state aged: one small request (v3 manifest / v2 ``index.json.hash``);
 * local: the mirror directory as a path (v3) and a ``file://`` URL (v2), cold and warm;
+* ``inspect`` of the local v3 mirror, warm: every one of the 60,000 records read;
 * ``cacheclient --version`` / ``--help``: mean of 20 runs, beside ``python -c pass``.
 
 Usage: ``python bench/bench_index_speed.py [--records 60000] [--repeat 3]`` (best of N for
@@ -228,6 +229,9 @@ def main() -> int:
             record(f"resolve, cold, {name}", cold)
             record(f"resolve, warm, {name}", warm)
             answers += [answer(cold[2]), answer(warm[2])]
+            if name.startswith("local v3"):
+                inspect = [sys.executable, "-m", "cacheclient", "inspect", mirror, "--json"]
+                record("inspect, warm, local v3 (every record read)", repeat(inspect, store_env))
             if name.startswith("HTTP"):
                 expired = []
                 for _ in range(args.repeat):
