@@ -239,12 +239,13 @@ class _Reader:
         return found
 
     def _record(self, dag_hash: str, node: _Node, in_cache: Any) -> dict[str, Any]:
+        arch = node.arch
         if (
             not node.name
             or in_cache.__class__ is not bool
             or node.compiler is not _UNSET
-            or not node.arch.platform
-            or not node.arch.platform_os
+            or not arch.platform
+            or not arch.platform_os
             or node.hash not in (_UNSET, dag_hash)
         ):
             raise _Slow
@@ -253,19 +254,29 @@ class _Reader:
             version = str(version)
         elif version.__class__ is not str or not version:
             raise _Slow
-        target, target_info = self._target(node.arch.target)
+        target, target_info = self._target(arch.target)
         variants: dict[str, Any] = {}
+        flags = COMPILER_FLAGS
         for key, value in node.parameters.items():
-            if key in COMPILER_FLAGS:
-                continue
             kind = value.__class__
             if kind is bool or kind is str:
-                variants[key] = value
-            else:
+                if key not in flags:
+                    variants[key] = value
+            elif key in flags:
+                continue
+            elif kind is list:
+                # All strings, the usual case: sorted as variant_value sorts them. A list that
+                # sorts with a non-string first (numbers) or not at all goes through
+                # variant_value (strings of numbers, or its error: then the slow reader).
                 try:
-                    variants[key] = variant_value(value, "", self.source)
-                except MetadataError:
+                    items = sorted(value)
+                except TypeError:
                     raise _Slow from None
+                if items and items[0].__class__ is not str:
+                    items = self._variant(value)
+                variants[key] = items
+            else:
+                variants[key] = self._variant(value)
         deps = []
         known = self.installs
         compiler: str | None = None
@@ -278,7 +289,7 @@ class _Reader:
                 dep_hash = edge.full_hash if edge.full_hash is not _UNSET else edge.build_hash
             if (
                 not edge.name
-                or not isinstance(dep_hash, str)
+                or dep_hash.__class__ is not str
                 or (dep_hash not in known and not is_valid_hash(dep_hash))
             ):
                 raise _Slow
@@ -316,8 +327,8 @@ class _Reader:
             "name": node.name,
             "version": version,
             "hash": dag_hash,
-            "platform": node.arch.platform,
-            "os": node.arch.platform_os,
+            "platform": arch.platform,
+            "os": arch.platform_os,
             "target": target,
             "variants": variants,
             "dependencies": deps,
@@ -338,6 +349,12 @@ class _Reader:
         if self.manifest_path_for is not None and external_path is None:
             fields["manifest_path"] = self.manifest_path_for(node.name, version, dag_hash)
         return fields
+
+    def _variant(self, value: Any) -> Any:
+        try:
+            return variant_value(value, "", self.source)
+        except MetadataError:
+            raise _Slow from None
 
     def _compiler(self, name: str, dag_hash: str) -> str:
         provider = self._provider(dag_hash)
