@@ -138,6 +138,57 @@ class TestSameAnswers:
         assert list(tmp_path.iterdir()) == []
 
 
+class TestRowFormat:
+    def test_bodies_leave_out_what_every_record_shares(self, tmp_path: Path) -> None:
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        conn = sqlite3.connect(sqlite_file(tmp_path))
+        try:
+            rows = conn.execute("SELECT hash, kind, body FROM records").fetchall()
+        finally:
+            conn.close()
+        assert {kind for _, kind, _ in rows} == {parsed_index._V3_RECORD}
+        for h, _, body in rows:
+            fields = msgspec.msgpack.decode(body)
+            assert not {"source", "stacks", "manifest_path", "target_info"} & set(fields)
+            record = catalog.get(h)
+            assert record is not None
+            assert record == expected.get(h)
+            assert record.source == "idx"
+            assert record.stacks == STACKS
+            assert record.manifest_path == spec_manifest_path(record.name, record.version, h)
+
+    def test_v2_and_external_records_keep_no_manifest_path(self, tmp_path: Path) -> None:
+        data = (V2_MIRRORS / "signed/build_cache/index.json").read_bytes()
+        index = open_parsed_index(tmp_path, "e" * 64, source="v2", data=lambda: data, stacks=STACKS)
+        conn = sqlite3.connect(sqlite_file(tmp_path))
+        try:
+            kinds = {kind for (kind,) in conn.execute("SELECT kind FROM records")}
+        finally:
+            conn.close()
+        assert kinds == {parsed_index._RECORD}
+        catalog = Catalog.over(index, source="v2")
+        assert all(r.manifest_path is None for r in catalog)
+        assert sorted(catalog, key=lambda r: r.hash) == sorted(
+            parse_database(data, "v2", stacks=STACKS), key=lambda r: r.hash
+        )
+
+    def test_another_manifest_path_rule_is_stored(self, tmp_path: Path) -> None:
+        data, checksum = v3_index()
+
+        def rule(name: str, version: str, dag_hash: str) -> str:
+            return f"elsewhere/{name}/{dag_hash}"
+
+        index = open_parsed_index(
+            tmp_path, checksum, source="idx", data=lambda: data, manifest_path_for=rule
+        )
+        catalog = Catalog.over(index, source="idx")
+        assert sorted(catalog, key=lambda r: r.hash) == sorted(
+            parse_database(data, "idx", manifest_path_for=rule), key=lambda r: r.hash
+        )
+
+
 class TestWarm:
     def test_warm_open_parses_no_json_and_builds_only_what_it_needs(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -174,7 +225,7 @@ def _swap_bodies(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         (a, ba, ca), (b, bb, cb) = conn.execute(
-            "SELECT hash, body, crc FROM records WHERE kind = 0 ORDER BY hash LIMIT 2"
+            "SELECT hash, body, crc FROM records WHERE kind != 1 ORDER BY hash LIMIT 2"
         ).fetchall()
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (bb, cb, a))
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (ba, ca, b))
@@ -187,17 +238,42 @@ def _edit_stacks(path: Path) -> None:
     """A record's stacks changed inside its body, the CRC recomputed to match."""
     conn = sqlite3.connect(path)
     try:
-        h, body, target = conn.execute(
-            "SELECT hash, body, target FROM records WHERE kind = 0 ORDER BY hash LIMIT 1"
+        h, kind, body, target = conn.execute(
+            "SELECT hash, kind, body, target FROM records WHERE kind != 1 ORDER BY hash LIMIT 1"
         ).fetchone()
         fields = msgspec.msgpack.decode(body)
         fields["stacks"] = ["evil"]
         new = msgspec.msgpack.encode(fields)
-        crc = parsed_index._crc(new, 0, target)
+        crc = parsed_index._crc(new, kind, target)
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
         conn.commit()
     finally:
         conn.close()
+
+
+def _edit_body(key: str, value: object) -> Callable[[Path], None]:
+    """Every record body given *key* (a field the reader fills in), the CRC recomputed."""
+
+    def edit(path: Path) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT hash, kind, body, target FROM records WHERE kind != 1")
+            for h, kind, body, target in rows.fetchall():
+                fields = msgspec.msgpack.decode(body)
+                fields[key] = value
+                new = msgspec.msgpack.encode(fields)
+                crc = parsed_index._crc(new, kind, target)
+                conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
+            conn.commit()
+        finally:
+            conn.close()
+
+    return edit
+
+
+def _previous_format(path: Path) -> None:
+    """A file this code wrote, but with the layout version before the current one."""
+    _update(path, f"PRAGMA user_version = {parsed_index.FORMAT - 1}")
 
 
 def _other_target(path: Path) -> None:
@@ -209,8 +285,9 @@ def _other_target(path: Path) -> None:
             "UPDATE targets SET crc = ? WHERE id = 99",
             (parsed_index._crc(b"\x81\xa4name\xa1x", 0, 99),),
         )
-        for h, body in conn.execute("SELECT hash, body FROM records WHERE kind = 0").fetchall():
-            crc = parsed_index._crc(body, 0, 99)
+        rows = conn.execute("SELECT hash, kind, body FROM records WHERE kind != 1").fetchall()
+        for h, kind, body in rows:
+            crc = parsed_index._crc(body, kind, 99)
             conn.execute("UPDATE records SET target = 99, crc = ? WHERE hash = ?", (crc, h))
         conn.commit()
     finally:
@@ -270,6 +347,10 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "crc-mismatch": lambda p: _update(p, "UPDATE records SET crc = crc + 1"),
     "swapped-bodies": _swap_bodies,
     "edited-record": _edit_stacks,
+    "source-in-body": _edit_body("source", "idx"),
+    "stacks-in-body": _edit_body("stacks", list(STACKS)),
+    "manifest-path-in-body": _edit_body("manifest_path", "v3/manifests/spec/evil.json"),
+    "previous-format": _previous_format,
     "other-target": _other_target,
     "target-table": lambda p: _update(p, "UPDATE targets SET crc = crc + 1"),
     "meta-checksum": lambda p: _update(p, "UPDATE meta SET value = 'x' WHERE key = 'checksum'"),

@@ -4,14 +4,18 @@ A 60,000-record index is 80-185 MB of JSON; reading it takes seconds. It is read
 checksum is new (:func:`build_parsed_index`, with the fast reader of
 :mod:`cacheclient.metadata.database_fast`), into ``<folder>/<checksum>.sqlite``: one row per
 record (hash, package name, the :class:`~cacheclient.model.BuildRecord` in msgpack, a CRC),
-indexed by hash and by name. Later commands open it read-only and decode only the rows they
-touch: resolving one package reads its records and its runtime closure, never the rest, and
-parses no JSON at all.
+indexed by hash and by name. A row's body leaves out what the reader knows already: the
+index's ``source`` and ``stacks`` (the same for every record, checked in the file's meta) and,
+for a v3 index, the ``manifest_path`` (:func:`~cacheclient.metadata.layout.spec_manifest_path`
+of the record's name, version and hash; the row's kind says so). Later commands open it
+read-only and decode only the rows they touch: resolving one package reads its records and its
+runtime closure, never the rest, and parses no JSON at all.
 
 The file lives in the store and is untrusted like everything read back from it. It is used
 only when it is a regular file (not a symlink) whose SQLite header, size, application id,
-format, index checksum, source and stacks match; each row's CRC must match and its record must
-decode into the expected types with the row's hash, name, stacks and source. Anything else is
+format, index checksum, source and stacks match; each row's CRC (over body, kind and target)
+must match and its record must decode into the expected types with the row's hash and name,
+and without the fields the reader fills in. Anything else is
 :class:`ParsedIndexCorrupt`, and :func:`open_parsed_index` deletes the file and builds it again
 (mid-command too: a row found damaged while resolving triggers one rebuild). The file is written
 under a temporary name and renamed into place, so a crash never leaves half a file.
@@ -37,6 +41,7 @@ from cacheclient.errors import MetadataError, StoreError
 from cacheclient.metadata.catalog import RecordIndex
 from cacheclient.metadata.database import gc_paused
 from cacheclient.metadata.database_fast import read_records
+from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.model import BuildRecord
 
 __all__ = [
@@ -52,11 +57,13 @@ def __dir__() -> list[str]:
     return __all__
 
 
-FORMAT = 3
+FORMAT = 4
 """Version of the file layout (``PRAGMA user_version``); another version is rebuilt."""
 _APPLICATION_ID = 0x63636978  # "ccix"
 _HEADER = b"SQLite format 3\x00"
-_RECORD, _ERROR = 0, 1
+_RECORD, _ERROR, _V3_RECORD = 0, 1, 2
+"""Row kinds: a record; a record's error; a record whose ``manifest_path`` is
+:func:`spec_manifest_path` of its name, version and hash (not stored)."""
 _SCHEMA = (
     "PRAGMA page_size = 16384",  # rows are ~1.3 KB: 15% less CPU to write than 4 KB pages
     f"PRAGMA application_id = {_APPLICATION_ID}",
@@ -121,8 +128,12 @@ def build_parsed_index(
         by_object[id(info)] = (info, found)
         return found
 
+    # v3 manifest paths are derived again when a record is read (row kind _V3_RECORD).
+    derived = manifest_path_for is spec_manifest_path
+    path_for = None if derived else manifest_path_for
+
     def rows() -> Iterator[tuple[str, str, int, bytes, int | None, int]]:
-        entries = read_records(data, source, stacks=stacks, manifest_path_for=manifest_path_for)
+        entries = read_records(data, source, stacks=stacks, manifest_path_for=path_for)
         for dag_hash, name, record in entries:
             target: int | None = None
             if isinstance(record, MetadataError):
@@ -131,7 +142,11 @@ def build_parsed_index(
                 info = record.pop("target_info", None)
                 if info is not None:
                     target = target_id(info)
-                kind, body = _RECORD, encode(record)
+                # The same for every record: filled in when it is read.
+                record.pop("source", None)
+                record.pop("stacks", None)
+                kind = _V3_RECORD if derived and record.get("external_path") is None else _RECORD
+                body = encode(record)
             yield dag_hash, name, kind, body, target, _crc(body, kind, target)
 
     try:
@@ -294,7 +309,7 @@ class ParsedIndex:
         if (
             not isinstance(name, str)
             or not isinstance(body, bytes)
-            or kind not in (_RECORD, _ERROR)
+            or kind not in (_RECORD, _ERROR, _V3_RECORD)
             or not (target is None or isinstance(target, int))
             or crc != _crc(body, kind, target)
         ):
@@ -309,17 +324,27 @@ class ParsedIndex:
         if (
             record.hash != dag_hash
             or record.name != name
-            or record.stacks != self._stacks
-            or record.source != self.source
+            or record.stacks
+            or record.source is not None
             or record.target_info is not None
+            or (
+                kind == _V3_RECORD
+                and (record.manifest_path is not None or record.external_path is not None)
+            )
         ):
             raise ParsedIndexCorrupt(f"record {dag_hash}: does not match its key")
+        # Completing the record just decoded (nobody else holds it yet) with what every record
+        # of this index shares, and its derived manifest path.
+        object.__setattr__(record, "stacks", self._stacks)
+        object.__setattr__(record, "source", self.source)
+        if kind == _V3_RECORD:
+            manifest = spec_manifest_path(record.name, record.version, dag_hash)
+            object.__setattr__(record, "manifest_path", manifest)
         if target is not None:
             info = self._target(target)
             if info.get("name") != record.target:
                 raise ParsedIndexCorrupt(f"record {dag_hash}: target description mismatch")
-            # Completing the record just decoded (nobody else holds it yet): its target
-            # description, shared read-only with the other records of that target.
+            # Its target description, shared read-only with the other records of that target.
             object.__setattr__(record, "target_info", info)
         return record
 
