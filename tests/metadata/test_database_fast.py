@@ -107,6 +107,23 @@ class TestRealIndexes:
         assert_same(data, manifest_path_for=spec_manifest_path)
 
 
+class TestParts:
+    @pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
+    def test_parts_are_the_whole_in_order(self, n: int) -> None:
+        data = V3_INDEX.read_bytes()
+        whole = [(h, name) for h, name, _ in read_records(data, "idx")]
+        parts = [
+            (h, name) for k in range(n) for h, name, _ in read_records(data, "idx", part=(k, n))
+        ]
+        assert parts == whole
+
+    def test_a_part_still_checks_the_whole_index(self) -> None:
+        doc = json.loads(V3_INDEX.read_bytes())
+        doc["database"]["installs"]["short"] = doc["database"]["installs"].popitem()[1]
+        with pytest.raises(MetadataError, match="not a 32-character DAG hash"):
+            next(read_records(json.dumps(doc).encode(), "idx", part=(0, 2)))
+
+
 def _set_in(key: str, field: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(node: dict[str, Any]) -> None:
         inner = node.get(key)

@@ -3,16 +3,18 @@ edited or replaced file is detected and rebuilt, never trusted, never a crash.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from cacheclient.errors import MetadataError
+from cacheclient.errors import MetadataError, StoreError
 from cacheclient.metadata import database, database_fast
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
@@ -28,7 +30,7 @@ from cacheclient.mirrors.parsed_index import (
 from cacheclient.model import BuildRecord
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import resolve
-from paths import SPACK_V3_SIGNED, V2_MIRRORS
+from paths import REPO_ROOT, SPACK_V3_SIGNED, V2_MIRRORS
 
 HOST = HostProfile(platform="linux", os="debian12", target="x86_64_v4")
 STACKS = ("m",)
@@ -187,6 +189,141 @@ class TestRowFormat:
         assert sorted(catalog, key=lambda r: r.hash) == sorted(
             parse_database(data, "idx", manifest_path_for=rule), key=lambda r: r.hash
         )
+
+
+@pytest.fixture
+def two_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every index is read by two processes (a forked child writes the second half)."""
+    monkeypatch.setattr(parsed_index, "PARALLEL_ABOVE", 0)
+    monkeypatch.setattr(parsed_index, "_can_fork", lambda: True)
+
+
+def _fails_in(where: str, exc: type[BaseException]) -> Callable[..., None]:
+    """A stand-in for _Rows.insert raising *exc* in the child or the parent only."""
+    parent = os.getpid()
+    real = parsed_index._Rows.insert
+
+    def insert(self: object, conn: sqlite3.Connection, part: tuple[int, int]) -> None:
+        if (os.getpid() == parent) == (where == "parent"):
+            raise exc("injected")
+        real(self, conn, part)  # type: ignore[arg-type]
+
+    return insert
+
+
+@pytest.mark.usefixtures("two_processes")
+class TestTwoProcesses:
+    def test_same_records_as_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        merged: list[int] = []
+        real_merge = parsed_index._merge
+
+        def merge(conn: sqlite3.Connection, other: Path) -> None:
+            child = sqlite3.connect(other)
+            try:
+                merged.append(child.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            finally:
+                child.close()
+            real_merge(conn, other)
+
+        monkeypatch.setattr(parsed_index, "_merge", merge)
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        assert merged == [9]  # the child's half of the 18 records
+        assert sorted(catalog.hashes()) == sorted(expected.hashes())
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+
+    def test_targets_of_both_halves(self, tmp_path: Path) -> None:
+        spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        data = json.dumps(module.generate(400, seed=5)).encode()
+        index = open_parsed_index(
+            tmp_path, "d" * 64, source="g", data=lambda: data, manifest_path_for=spec_manifest_path
+        )
+        catalog = Catalog.over(index, source="g")
+        expected = parse_database(data, "g", manifest_path_for=spec_manifest_path)
+        assert sorted(catalog.hashes()) == sorted(expected.hashes())
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        conn = sqlite3.connect(sqlite_file(tmp_path))
+        try:
+            ids = [n for (n,) in conn.execute("SELECT id FROM targets")]
+        finally:
+            conn.close()
+        assert min(ids) < parsed_index._CHILD_TARGETS < max(ids)
+
+    def test_v2_with_externals_and_a_malformed_record(self, tmp_path: Path) -> None:
+        doc = json.loads((V2_MIRRORS / "signed/build_cache/index.json").read_bytes())
+        installs = doc["database"]["installs"]
+        last = sorted(installs)[-1]
+        installs[last]["spec"]["arch"] = "broken"
+        data = json.dumps(doc).encode()
+        index = open_parsed_index(tmp_path, "e" * 64, source="v2", data=lambda: data)
+        catalog = Catalog.over(index, source="v2")
+        full = parse_database(data, "v2")
+        assert sorted(catalog.hashes()) == sorted(full.hashes())
+
+        def outcome(read: Callable[[str], BuildRecord | None], h: str) -> object:
+            try:
+                return read(h)
+            except MetadataError as exc:
+                return str(exc)
+
+        for h in full.hashes():
+            assert outcome(catalog.get, h) == outcome(full.get, h)
+        assert isinstance(outcome(catalog.get, last), str)
+
+    def test_a_failing_child_costs_only_time(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(parsed_index._Rows, "insert", _fails_in("child", RuntimeError))
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+
+    @pytest.mark.parametrize("exc", [KeyboardInterrupt, StoreError])
+    def test_a_failing_parent_stops_the_child_and_leaves_nothing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: type[BaseException]
+    ) -> None:
+        monkeypatch.setattr(parsed_index._Rows, "insert", _fails_in("parent", exc))
+        data, checksum = v3_index()
+        with pytest.raises(exc):
+            build_parsed_index(data, tmp_path, checksum, source="idx", stacks=STACKS)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_malformed_index_leaves_nothing(self, tmp_path: Path) -> None:
+        with pytest.raises(MetadataError):
+            build_parsed_index(b'{"database": {"version": "8"}}', tmp_path, "k" * 64, source="bad")
+        assert list(tmp_path.iterdir()) == []
+
+
+class TestWhenToFork:
+    def test_not_while_another_thread_runs(self) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:
+            assert not parsed_index._can_fork()
+        finally:
+            stop.set()
+            thread.join()
+
+    def test_small_indexes_are_read_by_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(parsed_index, "_can_fork", lambda: True)
+        monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked"))
+        open_v3(tmp_path)
 
 
 class TestWarm:

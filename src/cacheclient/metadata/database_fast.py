@@ -16,7 +16,8 @@ outside it (an old specfile format, an odd value, a malformed field) is read by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -128,8 +129,11 @@ def read_records(
     *,
     stacks: tuple[str, ...] = (),
     manifest_path_for: Callable[[str, str, str], str] | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> Iterator[DatabaseEntry]:
-    """Every record of an index (Database JSON, versions 6-8), one at a time.
+    """Every record of an index (Database JSON, versions 6-8), one at a time; with *part*
+    ``(k, n)``, only the *k*-th of *n* equal runs of them, in index order (the whole index is
+    still checked).
 
     :raises MetadataError: malformed JSON or top level, or an unknown database version
         (before the first record is yielded).
@@ -147,7 +151,12 @@ def read_records(
             path = f"database.installs.{dag_hash[:40]}"
             raise MetadataError(source, path, f"not a 32-character DAG hash: {dag_hash!r:.40}")
     reader = _Reader(installs, source, stacks, manifest_path_for)
-    for dag_hash, entry in installs.items():
+    k, n = part
+    entries: Iterable[tuple[str, _Entry]] = installs.items()
+    if n > 1:
+        start, stop = len(installs) * k // n, len(installs) * (k + 1) // n
+        entries = itertools.islice(entries, start, stop)
+    for dag_hash, entry in entries:
         yield reader.read(dag_hash, entry)
 
 
