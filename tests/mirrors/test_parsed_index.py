@@ -306,6 +306,20 @@ class TestTwoProcesses:
             build_parsed_index(b'{"database": {"version": "8"}}', tmp_path, "k" * 64, source="bad")
         assert list(tmp_path.iterdir()) == []
 
+    def test_no_fork_means_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def fork() -> int:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(os, "fork", fork)
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+
 
 class TestWhenToFork:
     def test_not_while_another_thread_runs(self) -> None:

@@ -231,6 +231,19 @@ class _Helper:
         self.pid: int | None = pid
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
+    @classmethod
+    def start(cls, rows: _Rows, folder: Path) -> _Helper | None:
+        """A child writing the second half of *rows* (``None``: no file or no process for it)."""
+        try:
+            path = _temp_file(folder)
+        except OSError:
+            return None
+        try:
+            return cls(rows, path)
+        except OSError:  # cannot fork (EAGAIN, ENOMEM): one process then
+            path.unlink(missing_ok=True)
+            return None
+
     def result(self) -> Path | None:
         """Its file once it is done, ``None`` when it failed."""
         if self.pid is None:
@@ -293,7 +306,7 @@ def build_parsed_index(
             if len(data) > PARALLEL_ABOVE and _can_fork():
                 # Forked before this process opens any SQLite file.
                 child = _Rows(data, source, stacks, manifest_path_for, _CHILD_TARGETS + 1)
-                helper = _Helper(child, _temp_file(folder))
+                helper = _Helper.start(child, folder)
             rows = _Rows(data, source, stacks, manifest_path_for)
             conn = _create(tmp)
             try:
