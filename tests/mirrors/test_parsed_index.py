@@ -306,6 +306,31 @@ class TestTwoProcesses:
             build_parsed_index(b'{"database": {"version": "8"}}', tmp_path, "k" * 64, source="bad")
         assert list(tmp_path.iterdir()) == []
 
+    @pytest.mark.parametrize("damage", ["garbage", "symlink", "directory"])
+    def test_a_child_file_replaced_underneath_is_not_merged(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+    ) -> None:
+        real = parsed_index._Helper.result
+
+        def result(self: parsed_index._Helper) -> Path | None:
+            if self.pid is not None:
+                os.waitpid(self.pid, 0)
+                self.pid = None
+            DAMAGE[damage](self.path)
+            self.pid = os.getpid()  # done: only the exit status is faked
+            monkeypatch.setattr(os, "waitpid", lambda pid, options: (pid, 0))
+            return real(self)
+
+        monkeypatch.setattr(parsed_index._Helper, "result", result)
+        monkeypatch.setattr(parsed_index, "_merge", lambda *a: pytest.fail("merged"))
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path / "idx")
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        if damage == "symlink":
+            assert (tmp_path / "victim.txt").read_text() == "keep me"
+
     def test_no_fork_means_one_process(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -245,12 +245,19 @@ class _Helper:
             return None
 
     def result(self) -> Path | None:
-        """Its file once it is done, ``None`` when it failed."""
+        """Its file once it is done, ``None`` when it failed (or the file is not one it wrote:
+        the store is not trusted, not even for a moment)."""
         if self.pid is None:
             return None
         _, status = os.waitpid(self.pid, 0)
         self.pid = None
-        return self.path if os.waitstatus_to_exitcode(status) == 0 else None
+        if os.waitstatus_to_exitcode(status) != 0:
+            return None
+        try:
+            _check_file(self.path)
+        except (OSError, ParsedIndexCorrupt):
+            return None
+        return self.path
 
     def discard(self) -> None:
         """Stop it if it still runs, and remove its file."""
@@ -260,7 +267,8 @@ class _Helper:
             with contextlib.suppress(OSError):
                 os.waitpid(self.pid, 0)
             self.pid = None
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(StoreError):
+            _discard(self.path)
 
 
 def _merge(conn: sqlite3.Connection, other: Path) -> None:
