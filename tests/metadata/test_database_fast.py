@@ -107,6 +107,23 @@ class TestRealIndexes:
         assert_same(data, manifest_path_for=spec_manifest_path)
 
 
+class TestParts:
+    @pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
+    def test_parts_are_the_whole_in_order(self, n: int) -> None:
+        data = V3_INDEX.read_bytes()
+        whole = [(h, name) for h, name, _ in read_records(data, "idx")]
+        parts = [
+            (h, name) for k in range(n) for h, name, _ in read_records(data, "idx", part=(k, n))
+        ]
+        assert parts == whole
+
+    def test_a_part_still_checks_the_whole_index(self) -> None:
+        doc = json.loads(V3_INDEX.read_bytes())
+        doc["database"]["installs"]["short"] = doc["database"]["installs"].popitem()[1]
+        with pytest.raises(MetadataError, match="not a 32-character DAG hash"):
+            next(read_records(json.dumps(doc).encode(), "idx", part=(0, 2)))
+
+
 def _set_in(key: str, field: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def mutate(node: dict[str, Any]) -> None:
         inner = node.get(key)
@@ -140,6 +157,14 @@ MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "variant-float": _set_in("parameters", "v", 1.5),
     "variant-list-mixed": _set_in("parameters", "v", ["b", 1, "a"]),
     "variant-list-bool": _set_in("parameters", "v", ["b", True]),
+    "variant-list-strings": _set_in("parameters", "v", ["b", "a", "B"]),
+    "variant-list-empty": _set_in("parameters", "v", []),
+    "variant-list-ints": _set_in("parameters", "v", [10, 2]),
+    "variant-list-numbers": _set_in("parameters", "v", [2.5, 1]),
+    "variant-list-bools": _set_in("parameters", "v", [True, False]),
+    "variant-list-null": _set_in("parameters", "v", ["a", None]),
+    "variant-list-nested": _set_in("parameters", "v", [["a"], ["b"]]),
+    "flag-bool": _set_in("parameters", "cflags", True),
     "variant-dict": _set_in("parameters", "v", {"a": 1}),
     "variant-null": _set_in("parameters", "v", None),
     "flag-string": _set_in("parameters", "cflags", "-O2"),

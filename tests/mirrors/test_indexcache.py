@@ -11,10 +11,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cacheclient.errors import DownloadError
+from cacheclient.errors import DownloadError, MetadataError
+from cacheclient.metadata.database import parse_database
 from cacheclient.mirrors.indexcache import open_mirror
 from cacheclient.store import Store
 from paths import SPACK_V3_SIGNED, V2_MIRRORS
@@ -111,6 +113,53 @@ class TestV2:
         entries = server.requests()
         assert [(e.uri, e.status) for e in entries] == expected
         assert all(e.body_bytes < 100 for e in server.requests())
+
+    def test_index_is_streamed_into_the_store(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        store: Store,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from cacheclient.mirrors import indexcache
+        from cacheclient.transport.base import Transport
+
+        monkeypatch.setattr(indexcache, "STORED_INDEX_ABOVE", 0)
+        real_get = Transport.get
+
+        def get(self: Transport, url: str, **kwargs: Any) -> object:
+            assert not url.endswith("/index.json"), "the whole index was read into memory"
+            return real_get(self, url, **kwargs)
+
+        monkeypatch.setattr(Transport, "get", get)
+        index = V2_MIRRORS / "signed/build_cache/index.json"
+        server = nginx_mirror(V2_MIRRORS / "signed")
+        catalog = open_mirror(server.url, store=store)
+        assert hashes(catalog) == hashes(parse_database(index.read_bytes(), "v2"))
+        (meta,) = store.indices_dir.rglob("meta.json")
+        assert sorted(p.name for p in meta.parent.iterdir() if not p.name.endswith(".sqlite")) == [
+            "index.json",
+            "meta.json",
+        ]
+        assert (meta.parent / "index.json").read_bytes() == index.read_bytes()
+        state = json.loads(meta.read_text())
+        assert state["index_hash"] == hashlib.sha256(index.read_bytes()).hexdigest()
+        assert state["size"] == index.stat().st_size
+        assert state["etag"]  # nginx's: the next refresh is a conditional GET
+
+    def test_an_index_over_the_limit_is_refused_and_leaves_nothing(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        store: Store,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from cacheclient import transport  # indexcache reads the limit there, when it asks
+
+        index = V2_MIRRORS / "signed/build_cache/index.json"
+        monkeypatch.setattr(transport, "INDEX_LIMIT", index.stat().st_size - 1)
+        server = nginx_mirror(V2_MIRRORS / "signed")
+        with pytest.raises(MetadataError, match="exceeds the"):
+            open_mirror(server.url, store=store)
+        assert not [p for p in store.indices_dir.rglob("*") if p.is_file()]
 
 
 class TestOfflineAndLocal:

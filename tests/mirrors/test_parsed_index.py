@@ -3,16 +3,18 @@ edited or replaced file is detected and rebuilt, never trusted, never a crash.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from cacheclient.errors import MetadataError
+from cacheclient.errors import MetadataError, StoreError
 from cacheclient.metadata import database, database_fast
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
@@ -28,7 +30,7 @@ from cacheclient.mirrors.parsed_index import (
 from cacheclient.model import BuildRecord
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import resolve
-from paths import SPACK_V3_SIGNED, V2_MIRRORS
+from paths import REPO_ROOT, SPACK_V3_SIGNED, V2_MIRRORS
 
 HOST = HostProfile(platform="linux", os="debian12", target="x86_64_v4")
 STACKS = ("m",)
@@ -138,6 +140,231 @@ class TestSameAnswers:
         assert list(tmp_path.iterdir()) == []
 
 
+class TestRowFormat:
+    def test_bodies_leave_out_what_every_record_shares(self, tmp_path: Path) -> None:
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        conn = sqlite3.connect(sqlite_file(tmp_path))
+        try:
+            rows = conn.execute("SELECT hash, kind, body FROM records").fetchall()
+        finally:
+            conn.close()
+        assert {kind for _, kind, _ in rows} == {parsed_index._V3_RECORD}
+        for h, _, body in rows:
+            fields = msgspec.msgpack.decode(body)
+            assert not {"source", "stacks", "manifest_path", "target_info"} & set(fields)
+            record = catalog.get(h)
+            assert record is not None
+            assert record == expected.get(h)
+            assert record.source == "idx"
+            assert record.stacks == STACKS
+            assert record.manifest_path == spec_manifest_path(record.name, record.version, h)
+
+    def test_v2_and_external_records_keep_no_manifest_path(self, tmp_path: Path) -> None:
+        data = (V2_MIRRORS / "signed/build_cache/index.json").read_bytes()
+        index = open_parsed_index(tmp_path, "e" * 64, source="v2", data=lambda: data, stacks=STACKS)
+        conn = sqlite3.connect(sqlite_file(tmp_path))
+        try:
+            kinds = {kind for (kind,) in conn.execute("SELECT kind FROM records")}
+        finally:
+            conn.close()
+        assert kinds == {parsed_index._RECORD}
+        catalog = Catalog.over(index, source="v2")
+        assert all(r.manifest_path is None for r in catalog)
+        assert sorted(catalog, key=lambda r: r.hash) == sorted(
+            parse_database(data, "v2", stacks=STACKS), key=lambda r: r.hash
+        )
+
+    def test_another_manifest_path_rule_is_stored(self, tmp_path: Path) -> None:
+        data, checksum = v3_index()
+
+        def rule(name: str, version: str, dag_hash: str) -> str:
+            return f"elsewhere/{name}/{dag_hash}"
+
+        index = open_parsed_index(
+            tmp_path, checksum, source="idx", data=lambda: data, manifest_path_for=rule
+        )
+        catalog = Catalog.over(index, source="idx")
+        assert sorted(catalog, key=lambda r: r.hash) == sorted(
+            parse_database(data, "idx", manifest_path_for=rule), key=lambda r: r.hash
+        )
+
+
+@pytest.fixture
+def two_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every index is read by two processes (a forked child writes the second half)."""
+    monkeypatch.setattr(parsed_index, "PARALLEL_ABOVE", 0)
+    monkeypatch.setattr(parsed_index, "_can_fork", lambda: True)
+
+
+def _fails_in(where: str, exc: type[BaseException]) -> Callable[..., None]:
+    """A stand-in for _Rows.insert raising *exc* in the child or the parent only."""
+    parent = os.getpid()
+    real = parsed_index._Rows.insert
+
+    def insert(self: object, conn: sqlite3.Connection, part: tuple[int, int]) -> None:
+        if (os.getpid() == parent) == (where == "parent"):
+            raise exc("injected")
+        real(self, conn, part)  # type: ignore[arg-type]
+
+    return insert
+
+
+@pytest.mark.usefixtures("two_processes")
+class TestTwoProcesses:
+    def test_same_records_as_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        merged: list[int] = []
+        real_merge = parsed_index._merge
+
+        def merge(conn: sqlite3.Connection, other: Path) -> None:
+            child = sqlite3.connect(other)
+            try:
+                merged.append(child.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            finally:
+                child.close()
+            real_merge(conn, other)
+
+        monkeypatch.setattr(parsed_index, "_merge", merge)
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        assert merged == [9]  # the child's half of the 18 records
+        assert sorted(catalog.hashes()) == sorted(expected.hashes())
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+
+    def test_targets_of_both_halves(self, tmp_path: Path) -> None:
+        spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        data = json.dumps(module.generate(400, seed=5)).encode()
+        index = open_parsed_index(
+            tmp_path, "d" * 64, source="g", data=lambda: data, manifest_path_for=spec_manifest_path
+        )
+        catalog = Catalog.over(index, source="g")
+        expected = parse_database(data, "g", manifest_path_for=spec_manifest_path)
+        assert sorted(catalog.hashes()) == sorted(expected.hashes())
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        conn = sqlite3.connect(sqlite_file(tmp_path))
+        try:
+            ids = [n for (n,) in conn.execute("SELECT id FROM targets")]
+        finally:
+            conn.close()
+        assert min(ids) < parsed_index._CHILD_TARGETS < max(ids)
+
+    def test_v2_with_externals_and_a_malformed_record(self, tmp_path: Path) -> None:
+        doc = json.loads((V2_MIRRORS / "signed/build_cache/index.json").read_bytes())
+        installs = doc["database"]["installs"]
+        last = sorted(installs)[-1]
+        installs[last]["spec"]["arch"] = "broken"
+        data = json.dumps(doc).encode()
+        index = open_parsed_index(tmp_path, "e" * 64, source="v2", data=lambda: data)
+        catalog = Catalog.over(index, source="v2")
+        full = parse_database(data, "v2")
+        assert sorted(catalog.hashes()) == sorted(full.hashes())
+
+        def outcome(read: Callable[[str], BuildRecord | None], h: str) -> object:
+            try:
+                return read(h)
+            except MetadataError as exc:
+                return str(exc)
+
+        for h in full.hashes():
+            assert outcome(catalog.get, h) == outcome(full.get, h)
+        assert isinstance(outcome(catalog.get, last), str)
+
+    def test_a_failing_child_costs_only_time(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(parsed_index._Rows, "insert", _fails_in("child", RuntimeError))
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+
+    @pytest.mark.parametrize("exc", [KeyboardInterrupt, StoreError])
+    def test_a_failing_parent_stops_the_child_and_leaves_nothing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: type[BaseException]
+    ) -> None:
+        monkeypatch.setattr(parsed_index._Rows, "insert", _fails_in("parent", exc))
+        data, checksum = v3_index()
+        with pytest.raises(exc):
+            build_parsed_index(data, tmp_path, checksum, source="idx", stacks=STACKS)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_malformed_index_leaves_nothing(self, tmp_path: Path) -> None:
+        with pytest.raises(MetadataError):
+            build_parsed_index(b'{"database": {"version": "8"}}', tmp_path, "k" * 64, source="bad")
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("damage", ["garbage", "symlink", "directory"])
+    def test_a_child_file_replaced_underneath_is_not_merged(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+    ) -> None:
+        real = parsed_index._Helper.result
+
+        def result(self: parsed_index._Helper) -> Path | None:
+            if self.pid is not None:
+                os.waitpid(self.pid, 0)
+                self.pid = None
+            DAMAGE[damage](self.path)
+            self.pid = os.getpid()  # done: only the exit status is faked
+            monkeypatch.setattr(os, "waitpid", lambda pid, options: (pid, 0))
+            return real(self)
+
+        monkeypatch.setattr(parsed_index._Helper, "result", result)
+        monkeypatch.setattr(parsed_index, "_merge", lambda *a: pytest.fail("merged"))
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path / "idx")
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        if damage == "symlink":
+            assert (tmp_path / "victim.txt").read_text() == "keep me"
+
+    def test_no_fork_means_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def fork() -> int:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+        monkeypatch.setattr(os, "fork", fork)
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        for record in expected:
+            assert catalog.get(record.hash) == record
+        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+
+
+class TestWhenToFork:
+    def test_not_while_another_thread_runs(self) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:
+            assert not parsed_index._can_fork()
+        finally:
+            stop.set()
+            thread.join()
+
+    def test_small_indexes_are_read_by_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(parsed_index, "_can_fork", lambda: True)
+        monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked"))
+        open_v3(tmp_path)
+
+
 class TestWarm:
     def test_warm_open_parses_no_json_and_builds_only_what_it_needs(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -174,7 +401,7 @@ def _swap_bodies(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         (a, ba, ca), (b, bb, cb) = conn.execute(
-            "SELECT hash, body, crc FROM records WHERE kind = 0 ORDER BY hash LIMIT 2"
+            "SELECT hash, body, crc FROM records WHERE kind != 1 ORDER BY hash LIMIT 2"
         ).fetchall()
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (bb, cb, a))
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (ba, ca, b))
@@ -187,17 +414,42 @@ def _edit_stacks(path: Path) -> None:
     """A record's stacks changed inside its body, the CRC recomputed to match."""
     conn = sqlite3.connect(path)
     try:
-        h, body, target = conn.execute(
-            "SELECT hash, body, target FROM records WHERE kind = 0 ORDER BY hash LIMIT 1"
+        h, kind, body, target = conn.execute(
+            "SELECT hash, kind, body, target FROM records WHERE kind != 1 ORDER BY hash LIMIT 1"
         ).fetchone()
         fields = msgspec.msgpack.decode(body)
         fields["stacks"] = ["evil"]
         new = msgspec.msgpack.encode(fields)
-        crc = parsed_index._crc(new, 0, target)
+        crc = parsed_index._crc(new, kind, target)
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
         conn.commit()
     finally:
         conn.close()
+
+
+def _edit_body(key: str, value: object) -> Callable[[Path], None]:
+    """Every record body given *key* (a field the reader fills in), the CRC recomputed."""
+
+    def edit(path: Path) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT hash, kind, body, target FROM records WHERE kind != 1")
+            for h, kind, body, target in rows.fetchall():
+                fields = msgspec.msgpack.decode(body)
+                fields[key] = value
+                new = msgspec.msgpack.encode(fields)
+                crc = parsed_index._crc(new, kind, target)
+                conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
+            conn.commit()
+        finally:
+            conn.close()
+
+    return edit
+
+
+def _previous_format(path: Path) -> None:
+    """A file this code wrote, but with the layout version before the current one."""
+    _update(path, f"PRAGMA user_version = {parsed_index.FORMAT - 1}")
 
 
 def _other_target(path: Path) -> None:
@@ -209,8 +461,9 @@ def _other_target(path: Path) -> None:
             "UPDATE targets SET crc = ? WHERE id = 99",
             (parsed_index._crc(b"\x81\xa4name\xa1x", 0, 99),),
         )
-        for h, body in conn.execute("SELECT hash, body FROM records WHERE kind = 0").fetchall():
-            crc = parsed_index._crc(body, 0, 99)
+        rows = conn.execute("SELECT hash, kind, body FROM records WHERE kind != 1").fetchall()
+        for h, kind, body in rows:
+            crc = parsed_index._crc(body, kind, 99)
             conn.execute("UPDATE records SET target = 99, crc = ? WHERE hash = ?", (crc, h))
         conn.commit()
     finally:
@@ -270,6 +523,10 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "crc-mismatch": lambda p: _update(p, "UPDATE records SET crc = crc + 1"),
     "swapped-bodies": _swap_bodies,
     "edited-record": _edit_stacks,
+    "source-in-body": _edit_body("source", "idx"),
+    "stacks-in-body": _edit_body("stacks", list(STACKS)),
+    "manifest-path-in-body": _edit_body("manifest_path", "v3/manifests/spec/evil.json"),
+    "previous-format": _previous_format,
     "other-target": _other_target,
     "target-table": lambda p: _update(p, "UPDATE targets SET crc = crc + 1"),
     "meta-checksum": lambda p: _update(p, "UPDATE meta SET value = 'x' WHERE key = 'checksum'"),

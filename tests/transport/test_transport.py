@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from cacheclient.errors import DownloadError, StoreError, UsageError, VerificationError
+from cacheclient.errors import (
+    DownloadError,
+    MetadataError,
+    StoreError,
+    UsageError,
+    VerificationError,
+)
 from cacheclient.transport import (
     CHUNK_SIZE,
     USER_AGENT,
@@ -452,13 +458,74 @@ class TestDownload:
         http: HttpTransport,
         payload: Path,
         tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        monkeypatch.chdir(tmp_path)
+        bystanders = [tmp_path / str(fd) for fd in range(3, 64)]  # named like a file descriptor
+        for path in bystanders:
+            path.write_text("keep")
         server = fault_server(payload.parent.parent)
         server.inject(Fault(kind="overlong", path="/blobs/big", extra=b"x" * 10))
         part = tmp_path / "p"
         with pytest.raises(VerificationError, match="more than the expected"):
             http.download(f"{server.url}/blobs/big", part, expected_size=payload.stat().st_size)
         assert not part.exists()
+        assert all(path.read_text() == "keep" for path in bystanders)
+
+    def test_limit_refuses_an_announced_longer_body_and_leaves_nothing(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        http: HttpTransport,
+        payload: Path,
+        tmp_path: Path,
+    ) -> None:
+        server = nginx_mirror(payload.parent.parent)
+        part = tmp_path / "p"
+        limit = payload.stat().st_size - 1
+        with pytest.raises(MetadataError, match="exceeds the"):
+            http.download(f"{server.url}/blobs/big", part, limit=limit)
+        assert not part.exists()
+        assert not part.with_name("p.meta").exists()
+        result = http.download(f"{server.url}/blobs/big", part, limit=limit + 1)
+        assert result is not None
+        assert result.sha256 == _sha(payload)
+
+    def test_limit_refuses_an_unannounced_longer_body_and_leaves_nothing(
+        self,
+        fault_server: Callable[..., FaultServer],
+        http: HttpTransport,
+        payload: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        bystanders = [tmp_path / str(fd) for fd in range(3, 64)]  # named like a file descriptor
+        for path in bystanders:
+            path.write_text("keep")
+        server = fault_server(payload.parent.parent)
+        server.inject(Fault(kind="truncate_no_length", path="/blobs/big"))  # 1.5 MiB, no length
+        part = tmp_path / "p"
+        with pytest.raises(MetadataError, match="more than 1048576 bytes exceeds"):
+            http.download(f"{server.url}/blobs/big", part, limit=1 << 20)
+        assert not part.exists()
+        assert not part.with_name("p.meta").exists()
+        assert all(path.read_text() == "keep" for path in bystanders)
+
+    def test_download_reports_the_strong_etag(
+        self,
+        nginx_mirror: Callable[..., NginxServer],
+        http: HttpTransport,
+        payload: Path,
+        tmp_path: Path,
+    ) -> None:
+        server = nginx_mirror(payload.parent.parent)
+        url = f"{server.url}/blobs/big"
+        result = http.download(url, tmp_path / "p")
+        assert result is not None
+        assert result.etag is not None
+        fetched = http.get(url)
+        assert fetched is not None
+        assert result.etag == fetched.etag
 
     def test_short_body_is_a_size_mismatch(
         self,

@@ -16,7 +16,8 @@ outside it (an old specfile format, an odd value, a malformed field) is read by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -128,8 +129,11 @@ def read_records(
     *,
     stacks: tuple[str, ...] = (),
     manifest_path_for: Callable[[str, str, str], str] | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> Iterator[DatabaseEntry]:
-    """Every record of an index (Database JSON, versions 6-8), one at a time.
+    """Every record of an index (Database JSON, versions 6-8), one at a time; with *part*
+    ``(k, n)``, only the *k*-th of *n* equal runs of them, in index order (the whole index is
+    still checked).
 
     :raises MetadataError: malformed JSON or top level, or an unknown database version
         (before the first record is yielded).
@@ -147,7 +151,12 @@ def read_records(
             path = f"database.installs.{dag_hash[:40]}"
             raise MetadataError(source, path, f"not a 32-character DAG hash: {dag_hash!r:.40}")
     reader = _Reader(installs, source, stacks, manifest_path_for)
-    for dag_hash, entry in installs.items():
+    k, n = part
+    entries: Iterable[tuple[str, _Entry]] = installs.items()
+    if n > 1:
+        start, stop = len(installs) * k // n, len(installs) * (k + 1) // n
+        entries = itertools.islice(entries, start, stop)
+    for dag_hash, entry in entries:
         yield reader.read(dag_hash, entry)
 
 
@@ -239,12 +248,13 @@ class _Reader:
         return found
 
     def _record(self, dag_hash: str, node: _Node, in_cache: Any) -> dict[str, Any]:
+        arch = node.arch
         if (
             not node.name
             or in_cache.__class__ is not bool
             or node.compiler is not _UNSET
-            or not node.arch.platform
-            or not node.arch.platform_os
+            or not arch.platform
+            or not arch.platform_os
             or node.hash not in (_UNSET, dag_hash)
         ):
             raise _Slow
@@ -253,19 +263,29 @@ class _Reader:
             version = str(version)
         elif version.__class__ is not str or not version:
             raise _Slow
-        target, target_info = self._target(node.arch.target)
+        target, target_info = self._target(arch.target)
         variants: dict[str, Any] = {}
+        flags = COMPILER_FLAGS
         for key, value in node.parameters.items():
-            if key in COMPILER_FLAGS:
-                continue
             kind = value.__class__
             if kind is bool or kind is str:
-                variants[key] = value
-            else:
+                if key not in flags:
+                    variants[key] = value
+            elif key in flags:
+                continue
+            elif kind is list:
+                # All strings, the usual case: sorted as variant_value sorts them. A list that
+                # sorts with a non-string first (numbers) or not at all goes through
+                # variant_value (strings of numbers, or its error: then the slow reader).
                 try:
-                    variants[key] = variant_value(value, "", self.source)
-                except MetadataError:
+                    items = sorted(value)
+                except TypeError:
                     raise _Slow from None
+                if items and items[0].__class__ is not str:
+                    items = self._variant(value)
+                variants[key] = items
+            else:
+                variants[key] = self._variant(value)
         deps = []
         known = self.installs
         compiler: str | None = None
@@ -278,7 +298,7 @@ class _Reader:
                 dep_hash = edge.full_hash if edge.full_hash is not _UNSET else edge.build_hash
             if (
                 not edge.name
-                or not isinstance(dep_hash, str)
+                or dep_hash.__class__ is not str
                 or (dep_hash not in known and not is_valid_hash(dep_hash))
             ):
                 raise _Slow
@@ -316,8 +336,8 @@ class _Reader:
             "name": node.name,
             "version": version,
             "hash": dag_hash,
-            "platform": node.arch.platform,
-            "os": node.arch.platform_os,
+            "platform": arch.platform,
+            "os": arch.platform_os,
             "target": target,
             "variants": variants,
             "dependencies": deps,
@@ -338,6 +358,12 @@ class _Reader:
         if self.manifest_path_for is not None and external_path is None:
             fields["manifest_path"] = self.manifest_path_for(node.name, version, dag_hash)
         return fields
+
+    def _variant(self, value: Any) -> Any:
+        try:
+            return variant_value(value, "", self.source)
+        except MetadataError:
+            raise _Slow from None
 
     def _compiler(self, name: str, dag_hash: str) -> str:
         provider = self._provider(dag_hash)

@@ -9,7 +9,9 @@ TTL (default 600 s, as in Spack) no request is made at all. After it:
   no index bytes are transferred. Otherwise the db blob is streamed into the cache folder,
   hashed as it arrives, and checked against the manifest.
 * v2: with a stored ETag, a conditional GET of ``index.json``; without one, GET
-  ``index.json.hash`` and compare it with the cached index's sha256.
+  ``index.json.hash`` and compare it with the cached index's sha256. A first download (or one
+  after a changed ``.hash``) is streamed into the cache folder and hashed as it arrives, as for
+  v3.
 
 Indexes above :data:`STORED_INDEX_ABOVE` are kept parsed on disk
 (:mod:`cacheclient.mirrors.parsed_index`), keyed by the index checksum: the first read of a new
@@ -372,8 +374,30 @@ def _refresh_v3(
     )
 
 
+def _download_v2(
+    transport: Transport, cache: _Cache, index_url: str
+) -> tuple[Body, str, int, str | None] | None:
+    """Stream ``index.json`` into the cache folder, hashed as it arrives (into memory when the
+    store cannot be written): ``(body, sha256, size, ETag)``, or None when there is none."""
+    from cacheclient.transport import INDEX_LIMIT  # noqa: PLC0415 - only when a request is due
+
+    partial = cache.folder / "index.json.partial"
+    try:
+        cache.folder.mkdir(parents=True, exist_ok=True)
+        result = transport.download(index_url, partial, retry_not_found=False, limit=INDEX_LIMIT)
+    except (StoreError, OSError):
+        fetched = transport.get(index_url, limit=INDEX_LIMIT)
+        if fetched is None:
+            return None
+        body = fetched.body
+        return body, hashlib.sha256(body).hexdigest(), len(body), fetched.etag
+    if result is None:
+        return None
+    return partial, result.sha256, result.size, result.etag
+
+
 def _refresh_v2(
-    transport: Transport, url: str, old: IndexState | None
+    transport: Transport, cache: _Cache, url: str, old: IndexState | None
 ) -> tuple[IndexState, Body | None] | None:
     from cacheclient.transport import INDEX_LIMIT  # noqa: PLC0415 - only when a request is due
 
@@ -405,18 +429,13 @@ def _refresh_v2(
             return IndexState(
                 url=url, layout=2, index_hash=text, etag=None, checked_at=now, size=previous.size
             ), None
-    fetched = transport.get(index_url, limit=INDEX_LIMIT)
-    if fetched is None:
+    downloaded = _download_v2(transport, cache, index_url)
+    if downloaded is None:
         return None
-    digest = hashlib.sha256(fetched.body).hexdigest()
+    got, digest, size, etag = downloaded
     return IndexState(
-        url=url,
-        layout=2,
-        index_hash=digest,
-        etag=fetched.etag,
-        checked_at=now,
-        size=len(fetched.body),
-    ), fetched.body
+        url=url, layout=2, index_hash=digest, etag=etag, checked_at=now, size=size
+    ), got
 
 
 def open_mirror(
@@ -571,12 +590,12 @@ def _refresh(
             return _refresh_oci(transport, url, previous)
         # The layout seen last time is asked first, so an unchanged v2 index costs one request.
         if previous is not None and previous.layout == 2:
-            return _refresh_v2(transport, url, previous) or _refresh_v3(
+            return _refresh_v2(transport, cache, url, previous) or _refresh_v3(
                 transport, cache, url, previous
             )
         seen = manifest if previous is old else None  # the quick check's answer, if it had one
         return _refresh_v3(transport, cache, url, previous, seen) or _refresh_v2(
-            transport, url, previous
+            transport, cache, url, previous
         )
 
     result = fetch(old)

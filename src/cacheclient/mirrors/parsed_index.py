@@ -4,14 +4,20 @@ A 60,000-record index is 80-185 MB of JSON; reading it takes seconds. It is read
 checksum is new (:func:`build_parsed_index`, with the fast reader of
 :mod:`cacheclient.metadata.database_fast`), into ``<folder>/<checksum>.sqlite``: one row per
 record (hash, package name, the :class:`~cacheclient.model.BuildRecord` in msgpack, a CRC),
-indexed by hash and by name. Later commands open it read-only and decode only the rows they
-touch: resolving one package reads its records and its runtime closure, never the rest, and
-parses no JSON at all.
+indexed by hash and by name. A row's body leaves out what the reader knows already: the
+index's ``source`` and ``stacks`` (the same for every record, checked in the file's meta) and,
+for a v3 index, the ``manifest_path`` (:func:`~cacheclient.metadata.layout.spec_manifest_path`
+of the record's name, version and hash; the row's kind says so). A large index is read by two
+processes at once on Linux (:data:`PARALLEL_ABOVE`): a forked child writes the second half of
+the records into a file of its own, copied in at the end. Later commands open it
+read-only and decode only the rows they touch: resolving one package reads its records and its
+runtime closure, never the rest, and parses no JSON at all.
 
 The file lives in the store and is untrusted like everything read back from it. It is used
 only when it is a regular file (not a symlink) whose SQLite header, size, application id,
-format, index checksum, source and stacks match; each row's CRC must match and its record must
-decode into the expected types with the row's hash, name, stacks and source. Anything else is
+format, index checksum, source and stacks match; each row's CRC (over body, kind and target)
+must match and its record must decode into the expected types with the row's hash and name,
+and without the fields the reader fills in. Anything else is
 :class:`ParsedIndexCorrupt`, and :func:`open_parsed_index` deletes the file and builds it again
 (mid-command too: a row found damaged while resolving triggers one rebuild). The file is written
 under a temporary name and renamed into place, so a crash never leaves half a file.
@@ -19,12 +25,16 @@ under a temporary name and renamed into place, so a crash never leaves half a fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import stat
+import sys
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +47,7 @@ from cacheclient.errors import MetadataError, StoreError
 from cacheclient.metadata.catalog import RecordIndex
 from cacheclient.metadata.database import gc_paused
 from cacheclient.metadata.database_fast import read_records
+from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.model import BuildRecord
 
 __all__ = [
@@ -52,11 +63,13 @@ def __dir__() -> list[str]:
     return __all__
 
 
-FORMAT = 3
+FORMAT = 4
 """Version of the file layout (``PRAGMA user_version``); another version is rebuilt."""
 _APPLICATION_ID = 0x63636978  # "ccix"
 _HEADER = b"SQLite format 3\x00"
-_RECORD, _ERROR = 0, 1
+_RECORD, _ERROR, _V3_RECORD = 0, 1, 2
+"""Row kinds: a record; a record's error; a record whose ``manifest_path`` is
+:func:`spec_manifest_path` of its name, version and hash (not stored)."""
 _SCHEMA = (
     "PRAGMA page_size = 16384",  # rows are ~1.3 KB: 15% less CPU to write than 4 KB pages
     f"PRAGMA application_id = {_APPLICATION_ID}",
@@ -88,6 +101,198 @@ def _crc(body: bytes, kind: int, target: int | None) -> int:
     return zlib.crc32(b"%d" % (target or 0), zlib.crc32(body, kind))
 
 
+PARALLEL_ABOVE = 32 * 1024 * 1024
+"""Indexes larger than this (bytes) are read by two processes at once when that is safe
+(:func:`_can_fork`): a forked child writes the second half of the records into a file of its
+own, merged in at the end. Anything going wrong with the child costs only time: the parent
+then reads that half itself."""
+_CHILD_TARGETS = 1 << 24
+"""The target ids a child gives start above this (they never meet the parent's)."""
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _can_fork() -> bool:
+    """A second process only on Linux, with a second CPU to run it, and while this process runs
+    no other thread (a fork copies one thread: another's locks would stay held in the child)."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "sched_getaffinity"):
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except OSError:
+        return False
+    return cpus >= 2 and threading.active_count() == 1
+
+
+class _Rows:
+    """The rows of one index: records (all or a part) and the target descriptions they share.
+
+    An index has a few distinct target descriptions (archspec dicts with feature lists): each
+    is stored once, under an id counted from *first_target*, and shared by the records naming
+    it.
+    """
+
+    def __init__(
+        self,
+        data: bytes | memoryview,
+        source: str,
+        stacks: tuple[str, ...],
+        manifest_path_for: Callable[[str, str, str], str] | None,
+        first_target: int = 1,
+    ) -> None:
+        self.data = data
+        self.source = source
+        self.stacks = stacks
+        # v3 manifest paths are derived again when a record is read (row kind _V3_RECORD).
+        self.derived = manifest_path_for is spec_manifest_path
+        self.path_for = None if self.derived else manifest_path_for
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.targets: dict[bytes, int] = {}
+        self.first_target = first_target
+        self._by_object: dict[int, tuple[object, int]] = {}
+
+    def _target_id(self, info: object) -> int:
+        known = self._by_object.get(id(info))
+        if known is not None and known[0] is info:
+            return known[1]
+        key = self.encode(info)
+        found = self.targets.setdefault(key, self.first_target + len(self.targets))
+        self._by_object[id(info)] = (info, found)
+        return found
+
+    def records(
+        self, part: tuple[int, int]
+    ) -> Iterator[tuple[str, str, int, bytes, int | None, int]]:
+        encode = self.encode
+        derived = self.derived
+        entries = read_records(
+            self.data, self.source, stacks=self.stacks, manifest_path_for=self.path_for, part=part
+        )
+        for dag_hash, name, record in entries:
+            target: int | None = None
+            if isinstance(record, MetadataError):
+                kind, body = _ERROR, encode((record.path, record.problem))
+            else:
+                info = record.pop("target_info", None)
+                if info is not None:
+                    target = self._target_id(info)
+                # The same for every record: filled in when it is read.
+                record.pop("source", None)
+                record.pop("stacks", None)
+                kind = _V3_RECORD if derived and record.get("external_path") is None else _RECORD
+                body = encode(record)
+            yield dag_hash, name, kind, body, target, _crc(body, kind, target)
+
+    def insert(self, conn: sqlite3.Connection, part: tuple[int, int]) -> None:
+        """Insert the records of *part* and the target descriptions seen so far."""
+        conn.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", self.records(part))
+        conn.executemany(
+            "INSERT OR IGNORE INTO targets VALUES (?,?,?)",
+            ((n, body, _crc(body, _RECORD, n)) for body, n in self.targets.items()),
+        )
+
+
+def _create(path: Path) -> sqlite3.Connection:
+    """A connection to the new, empty file *path* with the tables (no indexes yet)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class _Helper:
+    """A forked child writing the second half of the records into a file of its own."""
+
+    def __init__(self, rows: _Rows, path: Path) -> None:
+        self.path = path
+        # No signal may interrupt the child before it is inside its own try: it would unwind
+        # through the parent's code (and clean up the parent's files).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
+        if pid == 0:  # the child: never returns
+            status = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                conn = _create(path)
+                try:
+                    conn.execute("BEGIN")
+                    rows.insert(conn, (1, 2))
+                    conn.execute("COMMIT")
+                finally:
+                    conn.close()
+                status = 0
+            finally:  # no cleanup of the parent's state, no atexit, no buffered output
+                os._exit(status)
+        self.pid: int | None = pid
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    @classmethod
+    def start(cls, rows: _Rows, folder: Path) -> _Helper | None:
+        """A child writing the second half of *rows* (``None``: no file or no process for it)."""
+        try:
+            path = _temp_file(folder)
+        except OSError:
+            return None
+        try:
+            return cls(rows, path)
+        except OSError:  # cannot fork (EAGAIN, ENOMEM): one process then
+            path.unlink(missing_ok=True)
+            return None
+
+    def result(self) -> Path | None:
+        """Its file once it is done, ``None`` when it failed (or the file is not one it wrote:
+        the store is not trusted, not even for a moment)."""
+        if self.pid is None:
+            return None
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            return None
+        try:
+            _check_file(self.path)
+        except (OSError, ParsedIndexCorrupt):
+            return None
+        return self.path
+
+    def discard(self) -> None:
+        """Stop it if it still runs, and remove its file."""
+        if self.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.pid, 0)
+            self.pid = None
+        with contextlib.suppress(StoreError):
+            _discard(self.path)
+
+
+def _merge(conn: sqlite3.Connection, other: Path) -> None:
+    """Copy the rows of *other* (a child's file) into *conn*'s file."""
+    conn.execute("ATTACH DATABASE ? AS part", (str(other),))
+    try:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO records SELECT * FROM part.records")
+        conn.execute("INSERT INTO targets SELECT * FROM part.targets")
+        conn.execute("COMMIT")
+    finally:
+        conn.execute("DETACH DATABASE part")
+
+
+def _temp_file(folder: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".sqlite")
+    os.close(fd)
+    return Path(name)
+
+
 def build_parsed_index(
     data: bytes | memoryview,
     folder: Path,
@@ -104,54 +309,31 @@ def build_parsed_index(
     target = folder / f"{checksum}.sqlite"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".sqlite")
-        os.close(fd)
+        tmp = _temp_file(folder)
     except OSError as exc:
         raise StoreError(f"{folder}: cannot write the parsed index: {exc.strerror}") from None
-    tmp = Path(tmp_name)
-    encode = msgspec.msgpack.Encoder().encode
-
-    # An index has a few distinct target descriptions (archspec dicts with feature lists):
-    # each is stored once and shared by the records that name it.
-    targets: dict[bytes, int] = {}
-    by_object: dict[int, tuple[object, int]] = {}
-
-    def target_id(info: object) -> int:
-        known = by_object.get(id(info))
-        if known is not None and known[0] is info:
-            return known[1]
-        key = encode(info)
-        found = targets.setdefault(key, len(targets) + 1)
-        by_object[id(info)] = (info, found)
-        return found
-
-    def rows() -> Iterator[tuple[str, str, int, bytes, int | None, int]]:
-        entries = read_records(data, source, stacks=stacks, manifest_path_for=manifest_path_for)
-        for dag_hash, name, record in entries:
-            target: int | None = None
-            if isinstance(record, MetadataError):
-                kind, body = _ERROR, encode((record.path, record.problem))
-            else:
-                info = record.pop("target_info", None)
-                if info is not None:
-                    target = target_id(info)
-                kind, body = _RECORD, encode(record)
-            yield dag_hash, name, kind, body, target, _crc(body, kind, target)
-
+    helper: _Helper | None = None
     try:
         with gc_paused():
-            conn = sqlite3.connect(tmp, isolation_level=None)
+            if len(data) > PARALLEL_ABOVE and _can_fork():
+                # Forked before this process opens any SQLite file.
+                child = _Rows(data, source, stacks, manifest_path_for, _CHILD_TARGETS + 1)
+                helper = _Helper.start(child, folder)
+            rows = _Rows(data, source, stacks, manifest_path_for)
+            conn = _create(tmp)
             try:
-                conn.execute("PRAGMA journal_mode = OFF")
-                conn.execute("PRAGMA synchronous = OFF")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
                 conn.execute("BEGIN")
-                conn.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", rows())
-                conn.executemany(
-                    "INSERT INTO targets VALUES (?,?,?)",
-                    ((n, body, _crc(body, _RECORD, n)) for body, n in targets.items()),
-                )
+                rows.insert(conn, (0, 2) if helper is not None else (0, 1))
+                conn.execute("COMMIT")
+                if helper is not None:
+                    other = helper.result()
+                    if other is not None:
+                        _merge(conn, other)
+                    else:  # the child failed: its half here
+                        conn.execute("BEGIN")
+                        rows.insert(conn, (1, 2))
+                        conn.execute("COMMIT")
+                conn.execute("BEGIN")
                 for statement in _INDEXES:
                     conn.execute(statement)
                 count = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
@@ -175,6 +357,9 @@ def build_parsed_index(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if helper is not None:
+            helper.discard()
     return target
 
 
@@ -316,7 +501,7 @@ class ParsedIndex:
         if (
             not isinstance(name, str)
             or not isinstance(body, bytes)
-            or kind not in (_RECORD, _ERROR)
+            or kind not in (_RECORD, _ERROR, _V3_RECORD)
             or not (target is None or isinstance(target, int))
             or crc != _crc(body, kind, target)
         ):
@@ -331,17 +516,27 @@ class ParsedIndex:
         if (
             record.hash != dag_hash
             or record.name != name
-            or record.stacks != self._stacks
-            or record.source != self.source
+            or record.stacks
+            or record.source is not None
             or record.target_info is not None
+            or (
+                kind == _V3_RECORD
+                and (record.manifest_path is not None or record.external_path is not None)
+            )
         ):
             raise ParsedIndexCorrupt(f"record {dag_hash}: does not match its key")
+        # Completing the record just decoded (nobody else holds it yet) with what every record
+        # of this index shares, and its derived manifest path.
+        object.__setattr__(record, "stacks", self._stacks)
+        object.__setattr__(record, "source", self.source)
+        if kind == _V3_RECORD:
+            manifest = spec_manifest_path(record.name, record.version, dag_hash)
+            object.__setattr__(record, "manifest_path", manifest)
         if target is not None:
             info = self._target(target)
             if info.get("name") != record.target:
                 raise ParsedIndexCorrupt(f"record {dag_hash}: target description mismatch")
-            # Completing the record just decoded (nobody else holds it yet): its target
-            # description, shared read-only with the other records of that target.
+            # Its target description, shared read-only with the other records of that target.
             object.__setattr__(record, "target_info", info)
         return record
 

@@ -133,6 +133,8 @@ class DownloadResult:
     size: int
     resumed_from: int = 0
     """How many bytes of an earlier partial download were kept (0 when it started afresh)."""
+    etag: str | None = None
+    """The response's strong ETag, for a later ``If-None-Match`` (``None``: none given)."""
 
 
 class Stream(Protocol):
@@ -142,6 +144,8 @@ class Stream(Protocol):
     """Where the body starts in the resource (0 when the server sent the whole thing)."""
     validator: str | None
     """A strong ETag or Last-Modified value for a later ``If-Range``."""
+    etag: str | None
+    """The strong ETag alone (``None`` when the response has none)."""
     total: int | None
     """Size of the whole resource when known."""
 
@@ -372,6 +376,7 @@ class Transport:
         expected_size: int | None = None,
         progress: ProgressCallback | None = None,
         retry_not_found: bool = True,
+        limit: int | None = None,
     ) -> DownloadResult | None:
         """Stream *url* into *partial*, continuing an earlier partial download when possible.
 
@@ -380,12 +385,13 @@ class Transport:
         :class:`VerificationError` and remove the partial file; a short body at the end raises
         :class:`VerificationError` too (the caller decides whether to try another mirror).
         Failures that survive the retries raise :class:`DownloadError` and keep the partial file
-        for a later resume.
+        for a later resume. *limit* bounds a resource of unknown size: one announced or found
+        longer raises :class:`MetadataError` (:func:`too_large`) and removes the partial file.
         """
         return self._retried(
             url,
             retry_not_found,
-            lambda: self._download_once(url, partial, expected_size, progress),
+            lambda: self._download_once(url, partial, expected_size, progress, limit),
         )
 
     def _retried(self, url: str, retry_not_found: bool, request: Callable[[], _R]) -> _R | None:
@@ -410,6 +416,7 @@ class Transport:
         partial: Path,
         expected_size: int | None,
         progress: ProgressCallback | None,
+        limit: int | None = None,
     ) -> DownloadResult:
         meta_path = partial.with_name(partial.name + ".meta")
         hasher = hashlib.sha256()
@@ -430,6 +437,10 @@ class Transport:
             validator = None
         stream = self._open(url, have, validator if have else None)
         try:
+            if limit is not None and (stream.total or 0) > limit:
+                partial.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                raise too_large(url, stream.total or 0, limit)
             if stream.offset != have:  # server ignored the range or the validator changed
                 hasher = hashlib.sha256()
                 have = 0
@@ -459,6 +470,7 @@ class Transport:
                     expected_size=expected_size,
                     total=total,
                     progress=progress,
+                    limit=limit,
                 )
         finally:
             stream.close()
@@ -471,7 +483,9 @@ class Transport:
                 expected=str(expected_size),
                 actual=str(have),
             )
-        return DownloadResult(sha256=hasher.hexdigest(), size=have, resumed_from=resumed_from)
+        return DownloadResult(
+            sha256=hasher.hexdigest(), size=have, resumed_from=resumed_from, etag=stream.etag
+        )
 
     @staticmethod
     def _pump(
@@ -484,10 +498,12 @@ class Transport:
         expected_size: int | None,
         total: int | None,
         progress: ProgressCallback | None,
+        limit: int | None = None,
     ) -> int:
         big = total is None or total - have > PIPELINE_MIN
         sink = Sink(out, hasher, pipelined=big)
         too_long = False
+        bound = expected_size if expected_size is not None else limit
         started = have
         try:
             while True:
@@ -498,7 +514,7 @@ class Transport:
                     raise
                 if not chunk:
                     break
-                if expected_size is not None and have + len(chunk) > expected_size:
+                if bound is not None and have + len(chunk) > bound:
                     too_long = True
                     break
                 sink.feed(chunk)
@@ -507,12 +523,9 @@ class Transport:
                     progress(have, total)
         finally:
             sink.close()
-        if too_long:
-            out.close()
-            out_name = str(getattr(out, "name", ""))
-            if out_name:
-                Path(out_name).unlink(missing_ok=True)
-                Path(out_name + ".meta").unlink(missing_ok=True)
+        if too_long:  # the caller removes the partial file (_removing_on_mismatch)
+            if expected_size is None and limit is not None:
+                raise too_large(url, f"more than {limit}", limit)
             raise VerificationError(
                 f"{url}: size mismatch: more than the expected {expected_size} bytes",
                 url=url,
@@ -532,10 +545,11 @@ class Transport:
 
 @contextlib.contextmanager
 def _removing_on_mismatch(partial: Path, meta_path: Path) -> Iterator[None]:
-    """A download that turned out longer than expected leaves neither file behind."""
+    """A download that turned out longer than expected (or than its limit) leaves neither file
+    behind."""
     try:
         yield
-    except VerificationError:
+    except (VerificationError, MetadataError):
         partial.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         raise

@@ -32,6 +32,7 @@ class _FileStream:
         self._handle = handle
         self.offset = offset
         self.validator: str | None = validator
+        self.etag: str | None = validator
         self.total: int | None = total
 
     def read(self, size: int) -> bytes:

@@ -44,9 +44,8 @@ class _HttpStream:
         self._response = response
         self.offset = offset
         headers = response.headers
-        self.validator: str | None = strong_etag(headers.get("ETag")) or headers.get(
-            "Last-Modified"
-        )
+        self.etag = strong_etag(headers.get("ETag"))
+        self.validator: str | None = self.etag or headers.get("Last-Modified")
         self.total: int | None = None
         content_range = headers.get("Content-Range", "")
         if response.status_code == 206 and "/" in content_range:
