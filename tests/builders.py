@@ -1,4 +1,5 @@
-"""Small builders several test modules share: a store that trusts a key, the blobs it holds."""
+"""Small builders several test modules share: a store that trusts a key, the blobs it holds, a
+probe that runs a resolve in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -22,3 +23,16 @@ def trust_key(store: Path, key: Path = SPACK_V3_KEY) -> Path:
 def blob_files(store: Path) -> list[Path]:
     """Every file under the store's ``blobs/``, sorted."""
     return sorted(p for p in (store / "blobs").rglob("*") if p.is_file())
+
+
+RESOLVE_PROBE = (
+    "import sys\n"
+    "from cacheclient.mirrors import indexcache\n"
+    "indexcache.STORED_INDEX_ABOVE = 0\n"
+    "from cacheclient.cli.main import main\n"
+    "code = main(['resolve', 'demo-zlib', '--mirror', sys.argv[1], '--platform', 'linux',"
+    " '--os', 'debian12', '--target', 'x86_64_v4', '--store', sys.argv[2]])\n"
+    "print(code, 'requests' in sys.modules)\n"
+)
+"""``python -c RESOLVE_PROBE MIRROR STORE``: resolves ``demo-zlib`` of the v3 fixture with the
+index always kept parsed, and prints the exit code and whether ``requests`` was imported."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from builders import RESOLVE_PROBE
 from cacheclient.errors import DownloadError, MetadataError
 from cacheclient.metadata.database import parse_database
 from cacheclient.mirrors.indexcache import open_mirror
@@ -324,16 +325,7 @@ class TestWarmParsesNothing:
         self, nginx_mirror: Callable[..., NginxServer], tmp_path: Path
     ) -> None:
         server = nginx_mirror(SPACK_V3_SIGNED)
-        code = (
-            "import sys\n"
-            "from cacheclient.mirrors import indexcache\n"
-            "indexcache.STORED_INDEX_ABOVE = 0\n"
-            "from cacheclient.cli.main import main\n"
-            "code = main(['resolve', 'demo-zlib', '--mirror', sys.argv[1], '--platform', 'linux',"
-            " '--os', 'debian12', '--target', 'x86_64_v4', '--store', sys.argv[2]])\n"
-            "print(code, 'requests' in sys.modules)\n"
-            "print(' '.join(m for m in sys.argv[3:] if m in sys.modules))\n"
-        )
+        code = RESOLVE_PROBE + "print(' '.join(m for m in sys.argv[3:] if m in sys.modules))\n"
         heavy = [
             "cacheclient.transport",
             "cacheclient.fetch.fetcher",

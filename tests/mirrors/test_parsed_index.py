@@ -82,6 +82,17 @@ def sqlite_file(folder: Path) -> Path:
     return path
 
 
+def assert_built_as_by_one_process(folder: Path) -> None:
+    """The v3 fixture's index, opened in *folder*, holds exactly what the JSON reader gives,
+    and the folder holds nothing but its file."""
+    data, _ = v3_index()
+    expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+    catalog = open_v3(folder)
+    for record in expected:
+        assert catalog.get(record.hash) == record
+    assert [p.name for p in folder.iterdir()] == [sqlite_file(folder).name]
+
+
 class TestSameAnswers:
     def test_same_records_and_answer_as_the_json_index(self, tmp_path: Path) -> None:
         data, _ = v3_index()
@@ -284,12 +295,7 @@ class TestTwoProcesses:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(parsed_index._Rows, "insert", _fails_in("child", RuntimeError))
-        data, _ = v3_index()
-        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
-        catalog = open_v3(tmp_path)
-        for record in expected:
-            assert catalog.get(record.hash) == record
-        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+        assert_built_as_by_one_process(tmp_path)
 
     @pytest.mark.parametrize("exc", [KeyboardInterrupt, StoreError])
     def test_a_failing_parent_stops_the_child_and_leaves_nothing(
@@ -338,12 +344,7 @@ class TestTwoProcesses:
             raise BlockingIOError(11, "Resource temporarily unavailable")
 
         monkeypatch.setattr(os, "fork", fork)
-        data, _ = v3_index()
-        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
-        catalog = open_v3(tmp_path)
-        for record in expected:
-            assert catalog.get(record.hash) == record
-        assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
+        assert_built_as_by_one_process(tmp_path)
 
 
 class TestWhenToFork:
@@ -405,23 +406,6 @@ def _swap_bodies(path: Path) -> None:
         ).fetchall()
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (bb, cb, a))
         conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (ba, ca, b))
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def _edit_stacks(path: Path) -> None:
-    """A record's stacks changed inside its body, the CRC recomputed to match."""
-    conn = sqlite3.connect(path)
-    try:
-        h, kind, body, target = conn.execute(
-            "SELECT hash, kind, body, target FROM records WHERE kind != 1 ORDER BY hash LIMIT 1"
-        ).fetchone()
-        fields = msgspec.msgpack.decode(body)
-        fields["stacks"] = ["evil"]
-        new = msgspec.msgpack.encode(fields)
-        crc = parsed_index._crc(new, kind, target)
-        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (new, crc, h))
         conn.commit()
     finally:
         conn.close()
@@ -522,7 +506,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "old-format": _old_format,
     "crc-mismatch": lambda p: _update(p, "UPDATE records SET crc = crc + 1"),
     "swapped-bodies": _swap_bodies,
-    "edited-record": _edit_stacks,
+    "edited-record": _edit_body("stacks", ["evil"]),
     "source-in-body": _edit_body("source", "idx"),
     "stacks-in-body": _edit_body("stacks", list(STACKS)),
     "manifest-path-in-body": _edit_body("manifest_path", "v3/manifests/spec/evil.json"),

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import RESOLVE_PROBE
 from cacheclient.transport.base import USER_AGENT
 from cacheclient.transport.quick import quick_get
 from paths import SPACK_V3_SIGNED
@@ -116,21 +119,16 @@ def test_a_warm_resolve_after_the_ttl_asks_once_and_imports_no_http_library(
     nginx_mirror: ServeDir, tmp_path: Path
 ) -> None:
     """End to end: the TTL has passed, the index is unchanged: one request (304), no
-    ``requests`` import; then the index changes and the same command notices it."""
-    server = nginx_mirror(SPACK_V3_SIGNED)
-    code = (
-        "import sys\n"
-        "from cacheclient.mirrors import indexcache\n"
-        "indexcache.STORED_INDEX_ABOVE = 0\n"
-        "from cacheclient.cli.main import main\n"
-        "code = main(['resolve', 'demo-zlib', '--mirror', sys.argv[1], '--platform', 'linux',"
-        " '--os', 'debian12', '--target', 'x86_64_v4', '--store', sys.argv[2]])\n"
-        "print(code, 'requests' in sys.modules)\n"
-    )
+    ``requests`` import; then the index changes and the same command notices it (the manifest
+    the quick check brought is used, not asked for again)."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(SPACK_V3_SIGNED, mirror)
+    server = nginx_mirror(mirror)
     env = clean_env(tmp_path, PATH="/usr/bin:/bin")
 
     def run() -> str:
-        cmd = [sys.executable, "-c", code, server.url, str(tmp_path / "s")]
+        expire()
+        cmd = [sys.executable, "-c", RESOLVE_PROBE, server.url, str(tmp_path / "s")]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         return done.stdout.splitlines()[-1]
 
@@ -141,6 +139,20 @@ def test_a_warm_resolve_after_the_ttl_asks_once_and_imports_no_http_library(
 
     assert run() == "0 True"  # cold: the full transport downloads the index
     server.clear_log()
-    expire()
     assert run() == "0 False"
     assert [(e.uri, e.status) for e in server.requests()] == [(INDEX, 304)]
+
+    # The same records, written anew: a new checksum
+    manifest = json.loads((mirror / INDEX.lstrip("/")).read_text())
+    entry = manifest["data"][0]
+    old = mirror / "blobs" / "sha256" / entry["checksum"][:2] / entry["checksum"]
+    data = json.dumps(json.loads(old.read_bytes()), indent=1).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (mirror / "blobs" / "sha256" / digest[:2]).mkdir(exist_ok=True)
+    (mirror / "blobs" / "sha256" / digest[:2] / digest).write_bytes(data)
+    entry.update(checksum=digest, contentLength=len(data))
+    (mirror / INDEX.lstrip("/")).write_text(json.dumps(manifest))
+    server.clear_log()
+    assert run() == "0 True"
+    blob = f"/blobs/sha256/{digest[:2]}/{digest}"
+    assert [(e.uri, e.status) for e in server.requests()] == [(INDEX, 200), (blob, 200)]

@@ -58,6 +58,16 @@ def _left_partial(tmp_path: Path, url: str, data: bytes, validator: str | None) 
     return part
 
 
+def _bystanders(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Files named like file descriptors in *folder*, made the working directory: a download
+    that mistakes a descriptor for a name would remove one."""
+    monkeypatch.chdir(folder)
+    paths = [folder / str(fd) for fd in range(3, 64)]
+    for path in paths:
+        path.write_text("keep")
+    return paths
+
+
 class Sleeps:
     """Records the delays the retry policy asks for instead of sleeping."""
 
@@ -460,10 +470,7 @@ class TestDownload:
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.chdir(tmp_path)
-        bystanders = [tmp_path / str(fd) for fd in range(3, 64)]  # named like a file descriptor
-        for path in bystanders:
-            path.write_text("keep")
+        bystanders = _bystanders(tmp_path, monkeypatch)
         server = fault_server(payload.parent.parent)
         server.inject(Fault(kind="overlong", path="/blobs/big", extra=b"x" * 10))
         part = tmp_path / "p"
@@ -498,10 +505,7 @@ class TestDownload:
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.chdir(tmp_path)
-        bystanders = [tmp_path / str(fd) for fd in range(3, 64)]  # named like a file descriptor
-        for path in bystanders:
-            path.write_text("keep")
+        bystanders = _bystanders(tmp_path, monkeypatch)
         server = fault_server(payload.parent.parent)
         server.inject(Fault(kind="truncate_no_length", path="/blobs/big"))  # 1.5 MiB, no length
         part = tmp_path / "p"
