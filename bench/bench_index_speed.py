@@ -10,7 +10,8 @@ blob streamed into the store) and v2 (``index.json`` + ``index.json.hash``).
   ``orjson.loads`` (when installed), ``msgspec.json.decode``, and cacheclient's reader
   (msgspec, typed, decoding only the fields a record needs);
 * cold: empty store: download, parse, write the parsed index, resolve;
-* warm: same store within the index TTL: no request, no JSON parse, resolve;
+* warm: same store within the index TTL: no request, no JSON parse, resolve; also a request no
+  build fits (``--os debian9``): the index opened and the candidates read, but no closure;
 * TTL expired: the cached state aged: one small request (v3 manifest / v2 ``index.json.hash``);
 * local: the mirror directory as a path (v3) and a ``file://`` URL (v2), cold and warm;
 * ``inspect`` of the local v3 mirror, warm: every one of the 60,000 records read;
@@ -229,6 +230,17 @@ def main() -> int:
             record(f"resolve, cold, {name}", cold)
             record(f"resolve, warm, {name}", warm)
             answers += [answer(cold[2]), answer(warm[2])]
+            if name == "HTTP v3":
+                # the fixed cost: the index opened and the 38 candidates read, no closure to read
+                none_fits = [
+                    *cmd[: cmd.index("ubuntu22.04")],
+                    "debian9",
+                    *cmd[cmd.index("ubuntu22.04") + 1 :],
+                ]
+                record(
+                    "resolve, warm, HTTP v3, no closure to read",
+                    repeat(none_fits, store_env),
+                )
             if name.startswith("local v3"):
                 inspect = [sys.executable, "-m", "cacheclient", "inspect", mirror, "--json"]
                 record("inspect, warm, local v3 (every record read)", repeat(inspect, store_env))
@@ -240,6 +252,12 @@ def main() -> int:
                 ttl = best(expired)
                 record(f"resolve, TTL expired, {name}", ttl)
                 answers.append(answer(ttl[2]))
+            if name == "HTTP v3":
+                expired = []
+                for _ in range(args.repeat):
+                    age_index_state(store)
+                    expired.append(run_measured(none_fits, store_env))
+                record("resolve, TTL expired, HTTP v3, no closure", best(expired))
         for server, _ in servers:
             server.shutdown()
 
