@@ -705,3 +705,12 @@ class TestClosureReads:
         assert len(problems) == 1
         assert _hash(7) in problems[0] or "leaf-0007" in problems[0]
         assert catalog._cache == {}  # one batch at a time: nothing kept
+
+        # merged with a second source (a mirror with both layouts): the parts keep nothing either
+        other = Catalog.over(
+            open_parsed_index(tmp_path / "b", "f" * 64, source="idx", data=lambda: data),
+            source="idx",
+        )
+        merged = Catalog.merge([catalog, other])
+        assert len(list(_record_rows(merged, []))) == self.WIDE
+        assert catalog._cache == other._cache == merged._cache == {}

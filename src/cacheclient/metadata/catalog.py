@@ -125,8 +125,8 @@ class _MergedIndex:
 
     def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
         found: dict[str, BuildRecord] = {}
-        for part in self._parts:
-            for dag_hash, record in part.get_many(hashes).items():
+        for part in self._parts:  # the merged catalog keeps what it needs, the parts need not
+            for dag_hash, record in part.get_many(hashes, keep=False).items():
                 first = found.get(dag_hash)
                 found[dag_hash] = record if first is None else _union(first, record)
         return found
