@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from builders import RESOLVE_PROBE
-from cacheclient.transport.base import USER_AGENT
+from cacheclient import transport
+from cacheclient.mirrors.indexcache import open_mirror
+from cacheclient.store import Store
+from cacheclient.transport.base import USER_AGENT, Fetched
+from cacheclient.transport.http import HttpTransport
 from cacheclient.transport.quick import quick_get
 from paths import SPACK_V3_SIGNED
 from registryserver import make_certificate
@@ -156,3 +161,37 @@ def test_a_warm_resolve_after_the_ttl_asks_once_and_imports_no_http_library(
     assert run() == "0 True"
     blob = f"/blobs/sha256/{digest[:2]}/{digest}"
     assert [(e.uri, e.status) for e in server.requests()] == [(INDEX, 200), (blob, 200)]
+
+
+def test_a_silent_server_is_left_to_the_full_transport(tmp_path: Path) -> None:
+    """A server that accepts and never answers: ``None`` once the timeout has passed."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}{INDEX}"
+        assert quick_get(url, timeout=0.2, environ=clean_env(tmp_path)) is None
+
+
+def test_a_transport_registered_for_http_is_asked_instead(
+    nginx_mirror: ServeDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin serving ``http`` (auth, a proxy of its own...) is never bypassed."""
+    server = nginx_mirror(SPACK_V3_SIGNED)
+    monkeypatch.setattr(transport, "_registry", {})
+    monkeypatch.setattr(transport, "_instances", {})
+    asked: list[str] = []
+
+    class Plugin(HttpTransport):
+        def _get_bounded(
+            self, url: str, etag: str | None, last_modified: str | None, limit: int
+        ) -> Fetched:
+            asked.append(url)
+            return super()._get_bounded(url, etag, last_modified, limit)
+
+    with Store(tmp_path / "store") as store:
+        open_mirror(server.url, store=store)  # cold, built-in transport
+        transport.register_transport("http", Plugin)
+        server.clear_log()
+        open_mirror(server.url, store=store, ttl=0)
+    assert asked == [server.url + INDEX]
+    assert [(e.uri, e.status) for e in server.requests()] == [(INDEX, 304)]

@@ -526,7 +526,7 @@ def _refresh_oci(
 
 
 def _still_current(
-    url: str, old: IndexState, user_agent: str
+    url: str, old: IndexState, options: TransportOptions | None
 ) -> tuple[IndexState | None, Fetched | None]:
     """``(state, manifest)``: *old*'s successor when one quick request shows the index
     unchanged, else ``None`` (the full transport then asks: :mod:`cacheclient.transport.quick`);
@@ -536,11 +536,26 @@ def _still_current(
     The question asked is the one :func:`_refresh_v3` or :func:`_refresh_v2` asks first for
     the layout seen last time, so the answer is the same, without importing the HTTP library.
     """
-    from cacheclient.transport.quick import quick_get  # noqa: PLC0415 - only when a request is due
+    from cacheclient.transport import (  # noqa: PLC0415 - only when a request is due
+        METADATA_LIMIT,
+        builtin_for,
+        current_options,
+    )
+    from cacheclient.transport.quick import QUICK_TIMEOUT, quick_get  # noqa: PLC0415
+
+    if not builtin_for(url):  # a transport of its own for this scheme: it asks
+        return None, None
+    opts = options or current_options()
+    timeout = min(QUICK_TIMEOUT, opts.connect_timeout, opts.read_timeout)
+
+    def ask(path: str, *, etag: str | None = None, limit: int = METADATA_LIMIT) -> Fetched | None:
+        return quick_get(
+            _join(url, path), etag=etag, limit=limit, user_agent=opts.user_agent, timeout=timeout
+        )
 
     now = time.time()
     if old.layout == 3:
-        fetched = quick_get(_join(url, INDEX_V3), etag=old.etag, user_agent=user_agent)
+        fetched = ask(INDEX_V3, etag=old.etag)
         if fetched is None:
             return None, None
         if fetched.status == 304:
@@ -554,12 +569,12 @@ def _still_current(
         return replace(old, url=url, etag=fetched.etag, checked_at=now, size=blob.size), None
     if old.layout == 2 and old.etag:
         # only a 304 helps here: a 200 is the whole index, left to the full transport unread
-        fetched = quick_get(_join(url, INDEX_V2), etag=old.etag, limit=0, user_agent=user_agent)
+        fetched = ask(INDEX_V2, etag=old.etag, limit=0)
         if fetched is None or fetched.status != 304:
             return None, None
         return replace(old, url=url, etag=fetched.etag or old.etag, checked_at=now), None
     if old.layout == 2:
-        fetched = quick_get(_join(url, INDEX_V2_HASH), user_agent=user_agent)
+        fetched = ask(INDEX_V2_HASH)
         if fetched is None or fetched.status != 200:
             return None, None
         text = fetched.body[:64].decode("ascii", "replace").strip()
@@ -574,9 +589,7 @@ def _refresh(
 ) -> Catalog:
     manifest: Fetched | None = None
     if old is not None and _is_remote(url) and not is_oci_url(url):
-        from cacheclient.transport.base import USER_AGENT  # noqa: PLC0415 - see _still_current
-
-        current, manifest = _still_current(url, old, options.user_agent if options else USER_AGENT)
+        current, manifest = _still_current(url, old, options)
         catalog = None if current is None else _cached_catalog(url, cache, current)
         if current is not None and catalog is not None:
             cache.save(current)

@@ -46,7 +46,9 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "TransportOptions",
+    "builtin_for",
     "configure",
+    "current_options",
     "join_url",
     "options_from_env",
     "reader_for",
@@ -152,6 +154,32 @@ def _load_entry_points() -> None:
             continue
         if callable(factory):
             _registry[entry.name.lower()] = factory
+
+
+def current_options() -> TransportOptions:
+    """The options :func:`transport_for` uses when it is given none."""
+    return _options or options_from_env()
+
+
+def builtin_for(url: str) -> bool:
+    """Whether *url*'s scheme is served by a built-in transport (no transport registered for it,
+    by :func:`register_transport` or the entry-point group)."""
+    scheme = _scheme_of(url)
+    with _lock:
+        if scheme in _registry or scheme not in _BUILTIN:
+            return False
+    from importlib import metadata  # noqa: PLC0415 - names only: no plugin is imported here
+
+    return all(
+        entry.name.lower() != scheme or entry.value.replace(" ", "") in _BUILTIN_ENTRY_POINTS
+        for entry in metadata.entry_points(group="cacheclient.transports")
+    )
+
+
+_BUILTIN_ENTRY_POINTS = frozenset(
+    {"cacheclient.transport.file:FileTransport", "cacheclient.transport.http:HttpTransport"}
+)
+"""How this package's own entry points name its built-in transports (``pyproject.toml``)."""
 
 
 def transport_for(url: str, options: TransportOptions | None = None) -> Transport:

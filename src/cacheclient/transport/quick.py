@@ -46,7 +46,8 @@ def __dir__() -> list[str]:
 
 
 QUICK_TIMEOUT = 5.0
-"""Seconds for connecting and for each read; a slower mirror gets the full transport."""
+"""Seconds for connecting and for each read at most (less when the transport options say
+so); a slower mirror gets the full transport."""
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
@@ -82,11 +83,13 @@ def quick_get(
     etag: str | None = None,
     limit: int = METADATA_LIMIT,
     user_agent: str = USER_AGENT,
+    timeout: float = QUICK_TIMEOUT,
     environ: Mapping[str, str] | None = None,
 ) -> Fetched | None:
     """``GET`` *url* (conditionally with *etag*); ``None`` when the full transport must ask.
 
     ``status`` is 304 when *etag* still matched, else 200 with the body (at most *limit* bytes).
+    *timeout* bounds the connection and each read (the whole answer: twice that).
     """
     env = os.environ if environ is None else environ
     try:
@@ -101,10 +104,10 @@ def quick_get(
     try:
         if parts.scheme == "https":
             connection = http.client.HTTPSConnection(
-                host, port, timeout=QUICK_TIMEOUT, context=_tls_context(env)
+                host, port, timeout=timeout, context=_tls_context(env)
             )
         else:
-            connection = http.client.HTTPConnection(host, port, timeout=QUICK_TIMEOUT)
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
     except (OSError, ValueError):  # an unreadable CA bundle: the full transport explains
         return None
     headers = {"User-Agent": user_agent, "Accept-Encoding": "identity", "Accept": "*/*"}
@@ -122,7 +125,7 @@ def quick_get(
             return Fetched(status=304, body=b"", etag=new_etag or etag, last_modified=modified)
         if response.status != 200:
             return None
-        body = _body(response, limit, started)
+        body = _body(response, limit, started + 2 * timeout)
     except (OSError, http.client.HTTPException, ValueError):
         return None
     finally:
@@ -132,14 +135,14 @@ def quick_get(
     return Fetched(status=200, body=body, etag=new_etag, last_modified=modified)
 
 
-def _body(response: http.client.HTTPResponse, limit: int, started: float) -> bytes | None:
+def _body(response: http.client.HTTPResponse, limit: int, deadline: float) -> bytes | None:
     """The whole body, or ``None``: over *limit*, cut short, or slower than the time allowed."""
     announced = response.getheader("Content-Length", "")
     if announced.isdigit() and int(announced) > limit:
         return None
     body = bytearray()
     while len(body) <= limit:
-        if time.monotonic() - started > 2 * QUICK_TIMEOUT:
+        if time.monotonic() > deadline:
             return None
         chunk = response.read1(1 << 16)
         if not chunk:
