@@ -6,7 +6,9 @@ Importing ``requests`` takes longer than that request on a near mirror, so :func
 makes it with the standard library's :mod:`http.client`, and only where it behaves as
 :class:`~.http.HttpTransport` would:
 
-* a plain ``http``/``https`` URL without credentials in it;
+* a plain ``http``/``https`` URL without credentials in it, served by the built-in transport
+  (the caller checks that no other is registered for the scheme:
+  :func:`cacheclient.transport.builtin_for`);
 * no proxy in the environment (``http_proxy``, ``https_proxy``, ``all_proxy``, any case) and
   no ``.netrc`` (``NETRC``, ``~/.netrc``, ``~/_netrc``): requests would use them;
 * certificates checked against the bundle requests would use (``REQUESTS_CA_BUNDLE``, then
