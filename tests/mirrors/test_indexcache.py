@@ -163,6 +163,44 @@ class TestV2:
         assert not [p for p in store.indices_dir.rglob("*") if p.is_file()]
 
 
+class TestPlanted:
+    """The index cache folder is below the store: nothing planted there is followed."""
+
+    def test_a_symlinked_index_folder_is_refused_and_nothing_written_elsewhere(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store, tmp_path: Path
+    ) -> None:
+        from cacheclient.errors import StoreError
+
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        open_mirror(server.url, store=store)
+        (folder,) = store.indices_dir.iterdir()
+        shutil.rmtree(folder)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        folder.symlink_to(outside)
+        with pytest.raises(StoreError, match="symlink"):
+            open_mirror(server.url, store=store)
+        assert list(outside.iterdir()) == []
+        assert folder.is_symlink()
+
+    def test_a_symlinked_meta_file_is_not_read_through(
+        self, nginx_mirror: Callable[..., NginxServer], store: Store, tmp_path: Path
+    ) -> None:
+        server = nginx_mirror(SPACK_V3_SIGNED)
+        first = open_mirror(server.url, store=store)
+        (meta,) = store.indices_dir.rglob("meta.json")
+        elsewhere = tmp_path / "elsewhere.json"
+        planted = meta.read_text()  # a state that would say "fresh, no request"
+        elsewhere.write_text(planted)
+        meta.unlink()
+        meta.symlink_to(elsewhere)
+        server.clear_log()
+        assert hashes(open_mirror(server.url, store=store)) == hashes(first)
+        assert server.requests()  # not taken as fresh: asked the mirror again
+        assert not meta.is_symlink()  # the state written anew, as a file of the store
+        assert elsewhere.read_text() == planted
+
+
 class TestOfflineAndLocal:
     def test_offline_uses_the_cache_without_requests(
         self, nginx_mirror: Callable[..., NginxServer], store: Store

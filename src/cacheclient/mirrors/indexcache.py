@@ -141,6 +141,16 @@ class _Cache:
 
     @property
     def folder(self) -> Path:
+        """The folder, checked on every use like anything below the store: each component must
+        be a real directory (a planted symlink is refused, StoreError); a missing one is fine
+        here (:meth:`make_folder` creates it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.close(safefs.open_dir(self.store.root, self.relative.split("/")))
+        return self.store.root / self.relative
+
+    def make_folder(self) -> Path:
+        """:attr:`folder`, created when missing (OSError when the store cannot be written)."""
+        os.close(safefs.open_dir(self.store.root, self.relative.split("/"), create=True))
         return self.store.root / self.relative
 
     @property
@@ -149,9 +159,11 @@ class _Cache:
 
     def state(self, *, needs_index: bool = True) -> IndexState | None:
         try:
-            raw = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
-            state = IndexState.from_dict(raw)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            meta = safefs.read_file(self.folder / "meta.json", base=self.store.root, limit=1 << 20)
+            if meta is None:
+                return None
+            state = IndexState.from_dict(json.loads(meta))
+        except (OSError, StoreError, ValueError, KeyError, TypeError, AttributeError):
             return None
         if state.url != redact(self.url) or (needs_index and not self.index_path.is_file()):
             return None
@@ -185,8 +197,7 @@ class _Cache:
                 os.replace(data, self.index_path)
                 data.with_name(data.name + ".meta").unlink(missing_ok=True)
                 return
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".index-{os.getpid()}.tmp"
+            tmp = self.make_folder() / f".index-{os.getpid()}.tmp"
             try:
                 tmp.write_bytes(data)
                 os.replace(tmp, self.index_path)
@@ -298,7 +309,7 @@ def _download_blob(
         )
 
     try:
-        cache.folder.mkdir(parents=True, exist_ok=True)
+        cache.make_folder()
         result = transport.download(blob_url, partial, expected_size=size)
     except VerificationError as exc:  # a body longer or shorter than the manifest says
         raise mismatch(exc.actual, f"{exc.actual} bytes") from None
@@ -383,7 +394,7 @@ def _download_v2(
 
     partial = cache.folder / "index.json.partial"
     try:
-        cache.folder.mkdir(parents=True, exist_ok=True)
+        cache.make_folder()
         result = transport.download(index_url, partial, retry_not_found=False, limit=INDEX_LIMIT)
     except (StoreError, OSError):
         fetched = transport.get(index_url, limit=INDEX_LIMIT)
