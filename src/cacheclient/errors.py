@@ -50,13 +50,25 @@ def __dir__() -> list[str]:
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(0x7F, 0xA0)]}
 
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s]*@")
+_USERINFO = re.compile(r"://[^/?#@\s]*@")
+"""Starts with a literal, so a long document (a JSON closure of thousands of builds) is scanned
+in a blink; whether a scheme precedes it is checked for each match."""
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 
 
 def redact(text: str) -> str:
     """*text* with the ``user:password@`` part of every URL in it replaced by ``***@``:
-    credentials are never printed or written to a file (give them in ``~/.netrc``)."""
-    return _USERINFO.sub(r"\1***@", text)
+    credentials are never printed or written to a file (give them in ``~/.netrc``).
+
+    >>> redact("fetching https://me:secret@mirror.example/cache (as me@example)")
+    'fetching https://***@mirror.example/cache (as me@example)'
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        start = match.start()
+        return "://***@" if start and text[start - 1] in _SCHEME_CHARS else match.group()
+
+    return _USERINFO.sub(hide, text)
 
 
 def printable(text: str) -> str:

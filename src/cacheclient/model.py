@@ -13,6 +13,7 @@ __all__ = [
     "RUNTIME_DEPTYPES",
     "BlobRef",
     "BuildRecord",
+    "ClosureNode",
     "Dependency",
     "Libc",
     "Manifest",
@@ -221,3 +222,39 @@ class BuildRecord:
         if self.blobs:
             out["blobs"] = [b.to_dict() for b in self.blobs]
         return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClosureNode:
+    """A build as a runtime-closure walk sees it: who it is, whether it can be installed, and
+    its runtime (link/run) children as ``(name, hash)`` pairs, sorted (the walk's order).
+
+    An on-disk parsed index keeps this summary beside each full record, so a closure of
+    thousands of builds is walked and reported without decoding their full records;
+    :meth:`of` gives the same summary of a :class:`BuildRecord`.
+    """
+
+    hash: str
+    name: str
+    version: str
+    target: str
+    installable: bool = True
+    external: bool = False
+    children: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:7]
+
+    @classmethod
+    def of(cls, record: BuildRecord) -> ClosureNode:
+        """The summary of *record* (no children when its edges are not known)."""
+        return cls(
+            hash=record.hash,
+            name=record.name,
+            version=record.version,
+            target=record.target,
+            installable=record.installable,
+            external=record.is_external,
+            children=tuple(sorted((d.name, d.hash) for d in record.runtime_dependencies())),
+        )

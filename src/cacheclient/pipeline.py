@@ -37,7 +37,7 @@ from cacheclient.fetch import DEFAULT_MIRROR_BASE
 from cacheclient.installation import DEFAULT_PROJECTION
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.mirrors.catalogs import load_catalog
-from cacheclient.model import BuildRecord
+from cacheclient.model import BuildRecord, ClosureNode
 from cacheclient.resolution.host import HostProfile, detect_host
 from cacheclient.resolution.resolve import (
     ClosureHole,
@@ -258,21 +258,23 @@ class Client:
 
     def _signed_closure(
         self, record: BuildRecord, catalog: Catalog, verified: dict[str, Verified]
-    ) -> tuple[list[BuildRecord], list[BuildRecord]]:
+    ) -> tuple[list[ClosureNode], list[BuildRecord]]:
         """A candidate's closure with every node's signed metadata verified (a node that no
         mirror holds is a :class:`ClosureHole`; a bad signature is raised)."""
         if record.dependencies_known:
-            nodes, externals = runtime_closure(record, catalog)
+            walked, externals = runtime_closure(record, catalog)
+            nodes = _records(walked, record, catalog)
         else:
             root = self._verify([record], verified)[record.hash]
             spec_nodes = Catalog(list(root.spec.nodes.values()), source=root.mirror)
-            nodes, externals = runtime_closure(root.record, spec_nodes)
+            walked, externals = runtime_closure(root.record, spec_nodes)
             # Dependencies are looked for where their root was found, then on every mirror.
             nodes = [
-                n if n.hash == record.hash else replace(n, stacks=record.stacks) for n in nodes
+                n if n.hash == record.hash else replace(n, stacks=record.stacks)
+                for n in _records(walked, root.record, spec_nodes)
             ]
         found = self._verify(nodes, verified)
-        return [found[n.hash].record for n in nodes], externals
+        return [ClosureNode.of(found[n.hash].record) for n in nodes], externals
 
     def _verify(
         self, records: Sequence[BuildRecord], verified: dict[str, Verified]
@@ -347,14 +349,25 @@ class Client:
         return replace(result, requests=requests)
 
 
+def _records(
+    nodes: Sequence[ClosureNode], root: BuildRecord, catalog: Catalog
+) -> list[BuildRecord]:
+    """The full records of a walked closure (*root* last, as walked), to fetch and verify."""
+    found = catalog.get_many(n.hash for n in nodes[:-1])
+    missing = [n for n in nodes[:-1] if n.hash not in found]
+    if missing:  # summarised a moment ago: only a source changing under us gets here
+        raise ClosureHole(f"{missing[0].name}/{missing[0].short_hash} is missing from the metadata")
+    return [*(found[n.hash] for n in nodes[:-1]), root]
+
+
 def _plan_of(
     host: HostProfile, resolutions: Sequence[Resolution], verified: Mapping[str, Verified]
 ) -> Plan:
     builds: dict[str, BuildRecord] = {}
     externals: dict[str, BuildRecord] = {}
     for res in resolutions:
-        for record in res.closure:
-            builds.setdefault(record.hash, record)
+        for node in res.closure:  # every node of a plan's closure was verified
+            builds.setdefault(node.hash, verified[node.hash].record)
         for ext in res.externals:
             externals.setdefault(ext.hash, ext)
     return Plan(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from cacheclient.errors import MetadataError
 from cacheclient.metadata.catalog import Catalog
-from cacheclient.model import BuildRecord
+from cacheclient.model import BuildRecord, ClosureNode, Dependency
 
 
 def _rec(name: str, h: str, **over: object) -> BuildRecord:
@@ -98,3 +99,46 @@ class TestMerge:
     def test_trivial_merges(self, count: int) -> None:
         parts = [Catalog([_rec("x", A)])] * count
         assert len(Catalog.merge(parts)) == count
+
+
+def _dep(name: str, h: str, *types: str) -> Dependency:
+    return Dependency(name=name, hash=h, deptypes=frozenset(types))
+
+
+class TestClosureSummaries:
+    def test_a_summary_is_its_records(self) -> None:
+        deps = (_dep("z", C, "link"), _dep("y", B, "run", "build"), _dep("t", A, "build"))
+        record = _rec("x", "d" * 32, dependencies=deps, installable=False)
+        node = ClosureNode.of(record)
+        assert node.children == (("y", B), ("z", C))  # runtime edges only, sorted
+        assert (node.hash, node.name, node.version, node.target) == (
+            record.hash,
+            "x",
+            "1.0",
+            "x86_64_v3",
+        )
+        assert not node.installable
+        assert not node.external
+        assert ClosureNode.of(_rec("g", A, external_path="/usr")).external
+
+    def test_a_record_that_cannot_be_built_is_left_to_get(self) -> None:
+        def build(h: str) -> BuildRecord | None:
+            if h == B:
+                raise MetadataError("s", "installs.b", "malformed")
+            return {A: _rec("x", A)}.get(h)
+
+        catalog = Catalog.lazy(source="s", by_name={"x": [A, B]}, build=build)
+        assert catalog.walk_many([A, B, C]) == {A: ClosureNode.of(_rec("x", A))}
+        with pytest.raises(MetadataError, match="malformed"):
+            catalog.get(B)
+
+    def test_merged_builds_held_twice_are_left_to_get(self) -> None:
+        # A page lists A without edges, a mirror with them: only the union (get) is right.
+        page = Catalog([_rec("x", A, dependencies_known=False)], source="page")
+        edges = (_dep("y", B, "link"),)
+        mirror = Catalog([_rec("x", A, dependencies=edges), _rec("y", B)], source="mirror")
+        merged = Catalog.merge([page, mirror])
+        assert merged.walk_many([A, B]) == {B: ClosureNode.of(_rec("y", B))}
+        union = merged.get(A)
+        assert union is not None
+        assert ClosureNode.of(union).children == (("y", B),)

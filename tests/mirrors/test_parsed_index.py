@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from cacheclient.mirrors.parsed_index import (
     build_parsed_index,
     open_parsed_index,
 )
-from cacheclient.model import BuildRecord
+from cacheclient.model import BuildRecord, ClosureNode
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import resolve
 from paths import REPO_ROOT, SPACK_V3_SIGNED, V2_MIRRORS
@@ -120,6 +121,28 @@ class TestSameAnswers:
         assert gcc.is_external
         stored = sorted(catalog, key=lambda r: r.hash)
         assert stored == sorted(parse_database(data, "v2"), key=lambda r: r.hash)
+
+    @pytest.mark.parametrize("layout", ["v3", "v2"])
+    def test_each_summary_is_its_records(self, tmp_path: Path, layout: str) -> None:
+        if layout == "v3":
+            data, _ = v3_index()
+        else:  # dependency-only and external records
+            data = (V2_MIRRORS / "signed/build_cache/index.json").read_bytes()
+        bad: dict[str, object] = {"name": "bad", "version": "1", "hash": _hash(3), "arch": "x"}
+        doc = json.loads(data)
+        doc["database"]["installs"][_hash(3)] = {"spec": bad, "in_buildcache": True}
+        path = build_parsed_index(json.dumps(doc).encode(), tmp_path, "a" * 64, source="idx")
+        with ParsedIndex(path, "a" * 64, source="idx") as index:
+            hashes = [h for h in index.all_hashes() if h != _hash(3)]
+            expected: dict[str, ClosureNode | None] = {
+                h: ClosureNode.of(r) for h, r in index.get_many(hashes).items()
+            }
+            expected[_hash(3)] = None  # malformed: get() says what is wrong
+            assert index.walk_many([*hashes, _hash(3), "z" * 32]) == expected
+            assert any(node and node.children for node in expected.values())
+            if layout == "v2":
+                assert any(node and node.external for node in expected.values())
+                assert any(node and not node.installable for node in expected.values())
 
     def test_a_malformed_record_fails_when_asked_for_like_the_json_index(
         self, tmp_path: Path
@@ -496,6 +519,41 @@ def _old_format(path: Path) -> None:
     conn.close()
 
 
+def _swap_walks(path: Path) -> None:
+    """Two summaries exchange places, each with its own (matching) CRC."""
+    conn = sqlite3.connect(path)
+    try:
+        (a, wa, ca), (b, wb, cb) = conn.execute(
+            "SELECT hash, walk, crc FROM walks WHERE kind != 1 ORDER BY hash LIMIT 2"
+        ).fetchall()
+        conn.execute("UPDATE walks SET walk = ?, crc = ? WHERE hash = ?", (wb, cb, a))
+        conn.execute("UPDATE walks SET walk = ?, crc = ? WHERE hash = ?", (wa, ca, b))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _flip_walks(path: Path) -> None:
+    """Every summary says "not installable", its CRC left as it was (a flipped bit)."""
+    conn = sqlite3.connect(path)
+    try:
+        for h, walk in conn.execute("SELECT hash, walk FROM walks WHERE kind != 1").fetchall():
+            fields = msgspec.msgpack.decode(walk)
+            fields["installable"] = False
+            conn.execute(
+                "UPDATE walks SET walk = ? WHERE hash = ?", (msgspec.msgpack.encode(fields), h)
+            )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _garbage_walks(path: Path) -> None:
+    """Every summary replaced by msgpack of another shape, its CRC matching."""
+    walk = msgspec.msgpack.encode([1, 2, 3])
+    _update(path, "UPDATE walks SET walk = ?, crc = ?", walk, zlib.crc32(walk))
+
+
 DAMAGE: dict[str, Callable[[Path], None]] = {
     "garbage": _garbage,
     "truncated": _truncate,
@@ -519,6 +577,10 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "name-column": lambda p: _update(p, "UPDATE records SET name = 'other'"),
     "body-not-blob": lambda p: _update(p, "UPDATE records SET body = 3"),
     "kind": lambda p: _update(p, "UPDATE records SET kind = 7"),
+    "summary-crc": _flip_walks,
+    "summary-swapped": _swap_walks,
+    "summary-not-msgpack": _garbage_walks,
+    "no-summaries": lambda p: _update(p, "DROP TABLE walks"),
 }
 
 
@@ -534,6 +596,8 @@ class TestUntrustedFile:
         assert sorted(catalog.hashes()) == sorted(expected.hashes())
         for record in expected:
             assert catalog.get(record.hash) == record
+        summaries = open_v3(folder).walk_many(expected.hashes())
+        assert summaries == {r.hash: ClosureNode.of(r) for r in expected}
         path = sqlite_file(folder)
         assert not path.is_symlink()
         assert path.is_file()
@@ -551,6 +615,19 @@ class TestUntrustedFile:
         DAMAGE[damage](sqlite_file(tmp_path))
         for record in expected:
             assert catalog.get(record.hash) == record
+
+    @pytest.mark.parametrize(
+        "damage", ["summary-crc", "summary-swapped", "summary-not-msgpack", "no-summaries"]
+    )
+    def test_summary_damage_found_mid_walk_rebuilds_once(self, tmp_path: Path, damage: str) -> None:
+        data, _ = v3_index()
+        expected = parse_database(data, "idx", stacks=STACKS, manifest_path_for=spec_manifest_path)
+        catalog = open_v3(tmp_path)
+        DAMAGE[damage](sqlite_file(tmp_path))
+        (res,) = resolve(["demo-tool@1.0.0"], catalog, HOST)
+        (want,) = resolve(["demo-tool@1.0.0"], expected, HOST)
+        assert res.to_dict() == want.to_dict()
+        assert len(res.closure) > 1
 
     def test_damage_that_survives_a_rebuild_is_one_clear_error(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -645,6 +722,25 @@ class TestClosureReads:
         # one query for the name, then per level of the closure: mids (1), leaves (3 batches
         # of 500), then one per link of the chain (5)
         assert len(queries) <= 12, queries
+
+    def test_a_closure_is_walked_without_decoding_its_records(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        data = self.wide_index()
+        catalog = Catalog.over(
+            open_parsed_index(tmp_path, "c" * 64, source="idx", data=lambda: data), source="idx"
+        )
+        decoded: list[str] = []
+        real = parsed_index.ParsedIndex._record
+
+        def counted(self: parsed_index.ParsedIndex, dag_hash: str, row: object) -> BuildRecord:
+            decoded.append(dag_hash)
+            return real(self, dag_hash, row)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(parsed_index.ParsedIndex, "_record", counted)
+        (res,) = resolve(["root"], catalog, self.HOST)
+        assert len(res.closure) == 1 + 3 + self.WIDE + 5
+        assert decoded == [_hash(1)]  # the candidate only, not its 1,208 dependencies
 
     def test_get_many_is_get_for_each(self, tmp_path: Path) -> None:
         bad: dict[str, object] = {"name": "bad", "version": "1", "hash": _hash(3), "arch": "broken"}

@@ -14,7 +14,7 @@ from cacheclient.errors import NoMatchError, UsageError
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.open import local_reader, open_catalog
-from cacheclient.model import BuildRecord, Dependency, Libc
+from cacheclient.model import BuildRecord, ClosureNode, Dependency, Libc
 from cacheclient.resolution.compat import compatible_targets
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import (
@@ -111,7 +111,7 @@ class TestSeedPage:
         if res.selected is not None:
             assert res.selected.version == "1.2.0"
             assert res.selected.target in compatible_targets(profile.target)
-            assert res.closure == [res.selected]
+            assert res.closure == [ClosureNode.of(res.selected)]
 
     @pytest.mark.parametrize(("profile", "policy", "expected"), SEED_CASES)
     @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -248,7 +248,7 @@ class TestSpackMirror:
         # post-order: every node comes after its runtime dependencies
         seen: set[str] = set()
         for r in res.closure:
-            assert all(dep.hash in seen for dep in r.runtime_dependencies())
+            assert all(dep_hash in seen for _, dep_hash in r.children)
             seen.add(r.hash)
 
     def test_pinned_target_request(self) -> None:
@@ -301,7 +301,7 @@ class TestSpackV2Mirror:
         assert res.selected is not None
         assert res.selected.hash == "u5uz3dcch5if4eve4sef67o2rf2lbfgh"
         assert [r.name for r in res.closure][-1] == "libdwarf"
-        assert all(not r.is_external for r in res.closure)
+        assert all(not r.external for r in res.closure)
         (gcc,) = resolve(["gcc"], cat, profile)
         assert gcc.selected is None
         assert gcc.note is not None

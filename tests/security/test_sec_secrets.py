@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from cacheclient.errors import redact
 from security.sectools import Sandbox, expect_error
 
 SECRET = "s3cr3t-Pa55"  # noqa: S105 - a throwaway test credential
@@ -38,3 +41,34 @@ def test_credentials_are_not_in_error_lines(box: Sandbox) -> None:
     line = expect_error(result, 5, "127.0.0.1:9")
     assert SECRET not in result.err, line
     box.finish()
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("https://me:pw@m.example/c", "https://***@m.example/c"),
+        ("oci+https://u@ghcr.io/x and s3://k:s@b/p", "oci+https://***@ghcr.io/x and s3://***@b/p"),
+        (
+            '{"source": "http://a:b@h:8080/x",\n "at": "v@1"}',
+            '{"source": "http://***@h:8080/x",\n "at": "v@1"}',
+        ),
+        ("no url: me@example.org, gcc@=13.2.0", "no url: me@example.org, gcc@=13.2.0"),
+        ("://x@y with no scheme", "://x@y with no scheme"),
+        (
+            "https://host/path@v1 (the @ is past the authority)",
+            "https://host/path@v1 (the @ is past the authority)",
+        ),
+    ],
+)
+def test_redact_hides_userinfo_of_every_url(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_redact_keeps_a_large_document_whole() -> None:
+    doc = "\n".join(
+        f'{{"hash": "{i:032d}", "name": "pkg-{i}", "source": "https://u:p@m/{i}"}}'
+        for i in range(5000)
+    )
+    hidden = redact(doc)
+    assert "u:p@" not in hidden
+    assert hidden == doc.replace("https://u:p@", "https://***@")

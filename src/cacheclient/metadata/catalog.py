@@ -6,7 +6,9 @@ on first access (``by_name``, ``get``, iteration) and cached. Catalogs built fro
 sources are merged with :meth:`Catalog.merge`: records with the same hash are one record whose
 ``stacks`` are the union of theirs. A catalog may also sit on a :class:`RecordIndex` (the
 on-disk parsed index of a mirror): names, hashes and prefixes are then looked up in it, and
-nothing is loaded up front; merging catalogs is lazy too.
+nothing is loaded up front; merging catalogs is lazy too. A runtime-closure walk asks for
+:class:`~cacheclient.model.ClosureNode` summaries (:meth:`Catalog.walk_many`), which such an index
+reads without decoding full records.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from cacheclient.model import BuildRecord
+from cacheclient.errors import MetadataError
+from cacheclient.model import BuildRecord, ClosureNode
 
 __all__ = ["Catalog", "RecordBuilder", "RecordIndex"]
 
@@ -61,6 +64,11 @@ class RecordIndex(Protocol):
         few queries rather than one each)."""
         ...
 
+    def walk_many(self, hashes: Sequence[str]) -> dict[str, ClosureNode | None]:
+        """The closure summaries of those *hashes* the source holds; ``None`` for a hash held
+        but not summarised (a malformed record: :meth:`build` says what is wrong with it)."""
+        ...
+
 
 class _MapIndex:
     """A :class:`RecordIndex` over ``name -> [hash, ...]`` and a builder."""
@@ -88,6 +96,18 @@ class _MapIndex:
 
     def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
         return _each(self.build, hashes)
+
+    def walk_many(self, hashes: Sequence[str]) -> dict[str, ClosureNode | None]:
+        found: dict[str, ClosureNode | None] = {}
+        for dag_hash in hashes:
+            try:
+                record = self.build(dag_hash)
+            except MetadataError:
+                found[dag_hash] = None
+                continue
+            if record is not None:
+                found[dag_hash] = ClosureNode.of(record)
+        return found
 
 
 class _MergedIndex:
@@ -131,6 +151,15 @@ class _MergedIndex:
                 found[dag_hash] = record if first is None else _union(first, record)
         return found
 
+    def walk_many(self, hashes: Sequence[str]) -> dict[str, ClosureNode | None]:
+        # A hash held by one part only is that part's summary; one held by several parts is
+        # their union, which only the full records give: None (the walker builds it).
+        found: dict[str, ClosureNode | None] = {}
+        for part in self._parts:
+            for dag_hash, node in part._walk(hashes).items():
+                found[dag_hash] = None if dag_hash in found else node
+        return found
+
 
 class Catalog:
     """An immutable collection of build records from one or more sources.
@@ -143,7 +172,7 @@ class Catalog:
     (['1.3'], 1, True)
     """
 
-    __slots__ = ("_cache", "_index", "_len", "source", "warnings")
+    __slots__ = ("_cache", "_index", "_len", "_nodes", "source", "warnings")
 
     source: str
     warnings: tuple[str, ...]
@@ -176,6 +205,7 @@ class Catalog:
         self.warnings = tuple(warnings)
         self._index = index
         self._cache = cache
+        self._nodes: dict[str, ClosureNode | None] = {}
         self._len: int | None = None
 
     @classmethod
@@ -221,6 +251,28 @@ class Catalog:
         if keep:
             cache.update(read)
         return {h: r for h in wanted if (r := cache.get(h) or read.get(h)) is not None}
+
+    def walk_many(self, hashes: Iterable[str]) -> dict[str, ClosureNode]:
+        """The closure summaries of those *hashes* that can be given without their full
+        records (on a parsed index: all but malformed ones; in a merged catalog: those one part
+        holds). A hash left out is missing or needs :meth:`get`, which says which."""
+        return {h: node for h, node in self._walk(hashes).items() if node is not None}
+
+    def _walk(self, hashes: Iterable[str]) -> dict[str, ClosureNode | None]:
+        nodes, cache = self._nodes, self._cache
+        wanted = list(dict.fromkeys(hashes))
+        todo = []
+        for dag_hash in wanted:
+            if dag_hash in nodes:
+                continue
+            record = cache.get(dag_hash)
+            if record is not None:
+                nodes[dag_hash] = ClosureNode.of(record)
+            else:
+                todo.append(dag_hash)
+        if todo:
+            nodes.update(self._index.walk_many(todo))
+        return {h: nodes[h] for h in wanted if h in nodes}
 
     def _records(self, hashes: Iterable[str]) -> list[BuildRecord]:
         out = []

@@ -3,15 +3,16 @@
 A 60,000-record index is 80-185 MB of JSON; reading it takes seconds. It is read once, when its
 checksum is new (:func:`build_parsed_index`, with the fast reader of
 :mod:`cacheclient.metadata.database_fast`), into ``<folder>/<checksum>.sqlite``: one row per
-record (hash, package name, the :class:`~cacheclient.model.BuildRecord` in msgpack, a CRC),
-indexed by hash and by name. A row's body leaves out what the reader knows already: the
+record (hash, package name, the :class:`~cacheclient.model.BuildRecord` in msgpack, a CRC, and
+the record's :class:`~cacheclient.model.ClosureNode` summary with a CRC of its own), indexed by
+hash and by name. A row's body leaves out what the reader knows already: the
 index's ``source`` and ``stacks`` (the same for every record, checked in the file's meta) and,
 for a v3 index, the ``manifest_path`` (:func:`~cacheclient.metadata.layout.spec_manifest_path`
 of the record's name, version and hash; the row's kind says so). A large index is read by two
 processes at once on Linux (:data:`PARALLEL_ABOVE`): a forked child writes the second half of
 the records into a file of its own, copied in at the end. Later commands open it
-read-only and decode only the rows they touch: resolving one package reads its records and its
-runtime closure, never the rest, and parses no JSON at all.
+read-only and decode only the rows they touch: resolving one package reads its records and the
+summaries of its runtime closure, never the rest, and parses no JSON at all.
 
 The file lives in the store and is untrusted like everything read back from it. It is used
 only when it is a regular file (not a symlink) whose SQLite header, size, application id,
@@ -26,6 +27,7 @@ under a temporary name and renamed into place, so a crash never leaves half a fi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -48,7 +50,7 @@ from cacheclient.metadata.catalog import RecordIndex
 from cacheclient.metadata.database import gc_paused
 from cacheclient.metadata.database_fast import read_records
 from cacheclient.metadata.layout import spec_manifest_path
-from cacheclient.model import BuildRecord
+from cacheclient.model import RUNTIME_DEPTYPES, BuildRecord, ClosureNode
 
 __all__ = [
     "FORMAT",
@@ -63,7 +65,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
-FORMAT = 4
+FORMAT = 5
 """Version of the file layout (``PRAGMA user_version``); another version is rebuilt."""
 _APPLICATION_ID = 0x63636978  # "ccix"
 _HEADER = b"SQLite format 3\x00"
@@ -76,16 +78,23 @@ _SCHEMA = (
     f"PRAGMA user_version = {FORMAT}",
     "CREATE TABLE records (hash TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL, "
     "body BLOB NOT NULL, target INTEGER, crc INTEGER NOT NULL)",
+    # The summaries apart: a closure walk reads a few pages of them, not one of records each.
+    "CREATE TABLE walks (hash TEXT NOT NULL, kind INTEGER NOT NULL, walk BLOB NOT NULL, "
+    "crc INTEGER NOT NULL)",
     "CREATE TABLE targets (id INTEGER PRIMARY KEY, body BLOB NOT NULL, crc INTEGER NOT NULL)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _INDEXES = (
     "CREATE UNIQUE INDEX records_hash ON records (hash)",
     "CREATE INDEX records_name ON records (name)",
+    "CREATE UNIQUE INDEX walks_hash ON walks (hash)",
 )
 
 
 _SELECT = "SELECT hash, name, kind, body, target, crc FROM records"
+_SELECT_WALK = "SELECT hash, kind, walk, crc FROM walks"
+"""A ``walks`` row holds a record's :class:`ClosureNode` in msgpack (empty for an error row),
+decoded straight into one."""
 _BATCH = 500
 """Hashes per query of :meth:`ParsedIndex.get_many` (SQLite allows at least 999 parameters)."""
 
@@ -161,30 +170,57 @@ class _Rows:
 
     def records(
         self, part: tuple[int, int]
-    ) -> Iterator[tuple[str, str, int, bytes, int | None, int]]:
+    ) -> Iterator[tuple[tuple[str, str, int, bytes, int | None, int], tuple[str, int, bytes, int]]]:
+        """``(records row, walks row)`` of each record of *part*."""
         encode = self.encode
         derived = self.derived
         entries = read_records(
             self.data, self.source, stacks=self.stacks, manifest_path_for=self.path_for, part=part
         )
+        runtime = RUNTIME_DEPTYPES
         for dag_hash, name, record in entries:
             target: int | None = None
             if isinstance(record, MetadataError):
-                kind, body = _ERROR, encode((record.path, record.problem))
+                kind, body, walk = _ERROR, encode((record.path, record.problem)), b""
             else:
+                # ClosureNode.of(the record), from the fields the reader gives
+                external = record.get("external_path") is not None
+                walk = encode(
+                    {
+                        "hash": dag_hash,
+                        "name": name,
+                        "version": record["version"],
+                        "target": record["target"],
+                        "installable": record["installable"],
+                        "external": external,
+                        "children": sorted(
+                            (dep["name"], dep["hash"])
+                            for dep in record["dependencies"]
+                            if not runtime.isdisjoint(dep["deptypes"])
+                        ),
+                    }
+                )
                 info = record.pop("target_info", None)
                 if info is not None:
                     target = self._target_id(info)
                 # The same for every record: filled in when it is read.
                 record.pop("source", None)
                 record.pop("stacks", None)
-                kind = _V3_RECORD if derived and record.get("external_path") is None else _RECORD
+                kind = _V3_RECORD if derived and not external else _RECORD
                 body = encode(record)
-            yield dag_hash, name, kind, body, target, _crc(body, kind, target)
+            crc = _crc(body, kind, target)
+            yield (
+                (dag_hash, name, kind, body, target, crc),
+                (dag_hash, kind, walk, zlib.crc32(walk)),
+            )
 
     def insert(self, conn: sqlite3.Connection, part: tuple[int, int]) -> None:
-        """Insert the records of *part* and the target descriptions seen so far."""
-        conn.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", self.records(part))
+        """Insert the records of *part*, their summaries and the target descriptions seen so
+        far."""
+        rows = self.records(part)
+        while chunk := list(itertools.islice(rows, 4096)):
+            conn.executemany("INSERT INTO records VALUES (?,?,?,?,?,?)", [r for r, _ in chunk])
+            conn.executemany("INSERT INTO walks VALUES (?,?,?,?)", [w for _, w in chunk])
         conn.executemany(
             "INSERT OR IGNORE INTO targets VALUES (?,?,?)",
             ((n, body, _crc(body, _RECORD, n)) for body, n in self.targets.items()),
@@ -281,6 +317,7 @@ def _merge(conn: sqlite3.Connection, other: Path) -> None:
     try:
         conn.execute("BEGIN")
         conn.execute("INSERT INTO records SELECT * FROM part.records")
+        conn.execute("INSERT INTO walks SELECT * FROM part.walks")
         conn.execute("INSERT INTO targets SELECT * FROM part.targets")
         conn.execute("COMMIT")
     finally:
@@ -415,6 +452,7 @@ class ParsedIndex:
         self._stacks = stacks
         self._decode = msgspec.msgpack.Decoder(BuildRecord).decode
         self._decode_error = msgspec.msgpack.Decoder(tuple[str, str]).decode
+        self._decode_walk = msgspec.msgpack.Decoder(ClosureNode).decode
         self._targets: dict[int, Mapping[str, Any]] | None = None
         before = _check_file(path)
         try:
@@ -493,6 +531,35 @@ class ParsedIndex:
                 if not isinstance(dag_hash, str) or dag_hash in found:
                     raise ParsedIndexCorrupt("a hash is not text, or is listed twice")
                 found[dag_hash] = self._record(dag_hash, row)
+        return found
+
+    def walk_many(self, hashes: Iterable[str]) -> dict[str, ClosureNode | None]:
+        """The closure summaries of those *hashes* the index holds (``None`` for a malformed
+        record: :meth:`get` raises its error), read in batches without decoding full records."""
+        wanted = sorted(set(hashes))
+        found: dict[str, ClosureNode | None] = {}
+        decode, crc32 = self._decode_walk, zlib.crc32
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            sql = f"{_SELECT_WALK} WHERE hash IN ({','.join('?' * len(chunk))})"
+            for dag_hash, kind, walk, wcrc in self._query(sql, chunk):
+                if (
+                    not isinstance(dag_hash, str)
+                    or dag_hash in found
+                    or not isinstance(walk, bytes)
+                    or wcrc != crc32(walk)
+                ):
+                    raise ParsedIndexCorrupt(f"record {dag_hash!r:.40}: summary does not match")
+                if kind == _ERROR:
+                    found[dag_hash] = None
+                    continue
+                try:
+                    node = decode(walk)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ParsedIndexCorrupt(f"record {dag_hash}: {exc}") from None
+                if node.hash != dag_hash:
+                    raise ParsedIndexCorrupt(f"record {dag_hash}: summary does not match its key")
+                found[dag_hash] = node
         return found
 
     def _record(self, dag_hash: str, row: tuple[object, ...]) -> BuildRecord:
@@ -631,6 +698,9 @@ class _Healing:
 
     def build_many(self, hashes: Sequence[str]) -> dict[str, BuildRecord]:
         return self._call(lambda index: index.get_many(hashes))
+
+    def walk_many(self, hashes: Sequence[str]) -> dict[str, ClosureNode | None]:
+        return self._call(lambda index: index.walk_many(hashes))
 
 
 def _discard(path: Path) -> None:

@@ -12,16 +12,19 @@ The steps (README, "Selection"):
    stacks, then hash, so the answer never depends on input order.
 3. **Explain**: every candidate gets a rank or reasons ``(axis, sentence)``.
 4. **Closure**: the chosen build's link/run dependencies, transitively, post-order (dependencies
-   first, root last); externals are reported, not fetched. A candidate whose closure cannot be
-   provided (a dependency-only or missing node) is rejected on the ``closure`` axis and the next
-   one is tried. Where the source lists builds without their edges (a cache.spack.io page), the
-   caller passes a *closure* function that reads the signed spec (:mod:`cacheclient.pipeline`).
+   first, root last), as :class:`~cacheclient.model.ClosureNode` summaries (a catalog on a
+   parsed index gives them without decoding full records); externals are reported, not
+   fetched. A candidate whose closure cannot be provided (a dependency-only or missing node) is
+   rejected on the ``closure`` axis and the next one is tried. Where the source lists builds
+   without their edges (a cache.spack.io page), the caller passes a *closure* function that
+   reads the signed spec (:mod:`cacheclient.pipeline`).
 
 Everything here is pure: the catalog, the host and the closure function are arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from cacheclient.errors import MetadataError, NoMatchError, UsageError
-from cacheclient.model import BuildRecord, format_variant
+from cacheclient.model import BuildRecord, ClosureNode, format_variant
 from cacheclient.resolution.compat import (
     compatible_targets,
     libc_for_os,
@@ -76,6 +79,7 @@ class CatalogLike(Protocol):
     def by_name(self, name: str) -> list[BuildRecord]: ...
     def get(self, dag_hash: str) -> BuildRecord | None: ...
     def get_many(self, hashes: Iterable[str]) -> Mapping[str, BuildRecord]: ...
+    def walk_many(self, hashes: Iterable[str]) -> Mapping[str, ClosureNode]: ...
     def find_prefix(self, prefix: str) -> list[BuildRecord]: ...
 
 
@@ -87,7 +91,7 @@ class ClosureHole(Exception):
         self.message = message
 
 
-ClosureFunction = Callable[[BuildRecord], "tuple[list[BuildRecord], list[BuildRecord]]"]
+ClosureFunction = Callable[[BuildRecord], "tuple[list[ClosureNode], list[BuildRecord]]"]
 """``(closure, externals)`` of a build, dependencies first and the build last; raises
 :class:`ClosureHole` when a node cannot be provided."""
 
@@ -135,7 +139,7 @@ class Resolution:
 
     request: str
     selected: BuildRecord | None
-    closure: list[BuildRecord] = field(default_factory=list)
+    closure: list[ClosureNode] = field(default_factory=list)
     externals: list[BuildRecord] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     host: HostProfile | None = None
@@ -341,79 +345,83 @@ def _rank(
 
 def runtime_closure(
     root: BuildRecord, catalog: CatalogLike
-) -> tuple[list[BuildRecord], list[BuildRecord]]:
+) -> tuple[list[ClosureNode], list[BuildRecord]]:
     """``(closure, externals)`` of *root*: link/run edges, post-order, root last.
 
     Externals are not descended into and not part of the closure. A dependency the catalog
     does not hold, or holds without a binary, is a :class:`ClosureHole` naming it. The walk is
     iterative, so a chain thousands of builds deep needs no deep Python stack.
     """
-    _read_ahead(root, catalog)
-    order: list[BuildRecord] = []
+    nodes = _read_ahead(root, catalog)
+    order: list[ClosureNode] = []
     externals: dict[str, BuildRecord] = {}
     entered: set[str] = {root.hash}
-    # (node, its runtime children still to visit)
-    stack: list[tuple[BuildRecord, list[str]]] = [(root, _children(root))]
+    # (node, how many of its children were visited)
+    stack: list[tuple[ClosureNode, int]] = [(ClosureNode.of(root), 0)]
     while stack:
-        node, todo = stack[-1]
-        if not todo:
+        node, done = stack[-1]
+        if done == len(node.children):
             stack.pop()
             order.append(node)
             continue
-        dep_hash = todo.pop()
+        stack[-1] = (node, done + 1)
+        dep_name, dep_hash = node.children[done]
         if dep_hash in entered or dep_hash in externals:
             continue
-        child = catalog.get(dep_hash)
+        child = nodes.get(dep_hash) or _node(catalog, dep_hash)
+        label = f"{dep_name}/{dep_hash[:7]}"
         if child is None:
             raise ClosureHole(
-                f"{_edge_label(node, dep_hash)} (a dependency of {node.name}/{node.short_hash}) "
+                f"{label} (a dependency of {node.name}/{node.short_hash}) "
                 "is missing from the metadata"
             )
-        if child.is_external:
-            externals[child.hash] = child
-            continue
+        if child.external:
+            external = catalog.get(dep_hash)
+            if external is not None:
+                externals[dep_hash] = external
+                continue
         if not child.installable:
             raise ClosureHole(
-                f"{_edge_label(node, dep_hash)} has no binary (a dependency-only record; needed "
+                f"{label} has no binary (a dependency-only record; needed "
                 f"by {node.name}/{node.short_hash})"
             )
-        entered.add(child.hash)
-        stack.append((child, _children(child)))
+        entered.add(dep_hash)
+        stack.append((child, 0))
     return order, sorted(externals.values(), key=lambda r: (r.name, r.hash))
 
 
-def _read_ahead(root: BuildRecord, catalog: CatalogLike) -> None:
-    """Ask *catalog* for the closure level by level, each level at once, so that the walk
-    finds every record already read (a catalog on a parsed index then reads a closure of
-    thousands of builds in a few dozen queries instead of one query per build)."""
-    # Reading ahead only warms the catalog: what the walk reports (holes, malformed records)
-    # and in which order is decided by the walk alone.
+def _node(catalog: CatalogLike, dag_hash: str) -> ClosureNode | None:
+    """The summary of a build the catalog could not summarise by itself: from its full record
+    (``None``: not held; :class:`MetadataError`: malformed)."""
+    record = catalog.get(dag_hash)
+    return None if record is None else ClosureNode.of(record)
+
+
+def _read_ahead(root: BuildRecord, catalog: CatalogLike) -> dict[str, ClosureNode]:
+    """The closure's summaries, asked for level by level, each level at once (a catalog on a
+    parsed index then reads a closure of thousands of builds in a few dozen queries, without
+    decoding a full record). Builds it cannot summarise are read in full, ahead as well."""
+    # Reading ahead only gathers: what the walk reports (holes, malformed records) and in
+    # which order is decided by the walk alone.
+    found: dict[str, ClosureNode] = {}
     seen = {root.hash}
-    level = [root]
+    level = [ClosureNode.of(root)]
     while level:
-        wanted = [
-            dep.hash
-            for node in level
-            for dep in node.dependencies
-            if dep.is_runtime and dep.hash not in seen
-        ]
+        wanted = [h for node in level for _, h in node.children if h not in seen]
+        if not wanted:
+            break
         seen.update(wanted)
         try:
-            found = catalog.get_many(wanted) if wanted else {}
+            nodes = dict(catalog.walk_many(wanted))
         except MetadataError:
-            return  # the walk meets it in its own order (a hole on the way may come first)
-        level = [r for r in found.values() if r.installable and not r.is_external]
-
-
-def _edge_label(node: BuildRecord, dep_hash: str) -> str:
-    dep_name = next(d.name for d in node.dependencies if d.hash == dep_hash)
-    return f"{dep_name}/{dep_hash[:7]}"
-
-
-def _children(node: BuildRecord) -> list[str]:
-    """Runtime children in reverse visiting order (popped from the end: name, then hash)."""
-    deps = sorted(node.runtime_dependencies(), key=lambda d: (d.name, d.hash), reverse=True)
-    return [d.hash for d in deps]
+            return found  # the walk meets it in its own order (a hole on the way may come first)
+        rest = [h for h in wanted if h not in nodes]
+        if rest:
+            with contextlib.suppress(MetadataError):  # the same: the walk decides
+                nodes.update((h, ClosureNode.of(r)) for h, r in catalog.get_many(rest).items())
+        found.update(nodes)
+        level = [n for n in nodes.values() if n.installable and not n.external]
+    return found
 
 
 # --------------------------------------------------------------------------- entry points
@@ -483,7 +491,7 @@ def _resolve_one(
     ranked = _rank([r for r, why in evaluated if not why], req, host, preferred_stacks)
     rejected = [Candidate(record=r, reasons=tuple(why)) for r, why in evaluated if why]
     # The best candidate whose runtime closure can be provided; those before it are rejected.
-    found: tuple[list[BuildRecord], list[BuildRecord]] | None = None
+    found: tuple[list[ClosureNode], list[BuildRecord]] | None = None
     while ranked and found is None:
         try:
             found = closure_of(ranked[0])
@@ -577,9 +585,9 @@ def catalog_closure(catalog: CatalogLike) -> ClosureFunction:
     """The closure function over *catalog*'s edges (a build whose edges the catalog does not
     know stands alone: its signed spec must supply them)."""
 
-    def closure_of(record: BuildRecord) -> tuple[list[BuildRecord], list[BuildRecord]]:
+    def closure_of(record: BuildRecord) -> tuple[list[ClosureNode], list[BuildRecord]]:
         if not record.dependencies_known:
-            return [record], []
+            return [ClosureNode.of(record)], []
         return runtime_closure(record, catalog)
 
     return closure_of
