@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -356,37 +356,36 @@ def runtime_closure(
     order: list[ClosureNode] = []
     externals: dict[str, BuildRecord] = {}
     entered: set[str] = {root.hash}
-    # (node, how many of its children were visited)
-    stack: list[tuple[ClosureNode, int]] = [(ClosureNode.of(root), 0)]
+    top = ClosureNode.of(root)
+    # (node, its children not visited yet)
+    stack: list[tuple[ClosureNode, Iterator[tuple[str, str]]]] = [(top, iter(top.children))]
     while stack:
-        node, done = stack[-1]
-        if done == len(node.children):
+        node, todo = stack[-1]
+        for dep_name, dep_hash in todo:  # resumes where the node's last visit stopped
+            if dep_hash in entered or dep_hash in externals:
+                continue
+            child = nodes.get(dep_hash) or _node(catalog, dep_hash)
+            if child is None:
+                raise ClosureHole(
+                    f"{dep_name}/{dep_hash[:7]} (a dependency of {node.name}/{node.short_hash}) "
+                    "is missing from the metadata"
+                )
+            if child.external:
+                external = catalog.get(dep_hash)
+                if external is not None:
+                    externals[dep_hash] = external
+                    continue
+            if not child.installable:
+                raise ClosureHole(
+                    f"{dep_name}/{dep_hash[:7]} has no binary (a dependency-only record; needed "
+                    f"by {node.name}/{node.short_hash})"
+                )
+            entered.add(dep_hash)
+            stack.append((child, iter(child.children)))
+            break
+        else:
             stack.pop()
             order.append(node)
-            continue
-        stack[-1] = (node, done + 1)
-        dep_name, dep_hash = node.children[done]
-        if dep_hash in entered or dep_hash in externals:
-            continue
-        child = nodes.get(dep_hash) or _node(catalog, dep_hash)
-        label = f"{dep_name}/{dep_hash[:7]}"
-        if child is None:
-            raise ClosureHole(
-                f"{label} (a dependency of {node.name}/{node.short_hash}) "
-                "is missing from the metadata"
-            )
-        if child.external:
-            external = catalog.get(dep_hash)
-            if external is not None:
-                externals[dep_hash] = external
-                continue
-        if not child.installable:
-            raise ClosureHole(
-                f"{label} has no binary (a dependency-only record; needed "
-                f"by {node.name}/{node.short_hash})"
-            )
-        entered.add(dep_hash)
-        stack.append((child, 0))
     return order, sorted(externals.values(), key=lambda r: (r.name, r.hash))
 
 
