@@ -17,8 +17,7 @@ from typing import Any
 
 from cacheclient.ci.manifest import MirrorEntry, Profile
 from cacheclient.errors import MetadataError, redact
-from cacheclient.metadata.layout import spec_manifest_path
-from cacheclient.metadata.oci_image import OCI_LAYOUT
+from cacheclient.metadata.layout import OCI_LAYOUT, spec_manifest_path
 from cacheclient.model import BlobRef, BuildRecord, is_valid_hash
 
 __all__ = ["LOCK_VERSION", "Lock", "LockedBuild", "LockedProfile", "LockedSpec"]

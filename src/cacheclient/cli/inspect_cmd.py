@@ -18,9 +18,8 @@ from typing import Any
 from cacheclient.cli._common import add_store_option, print_json
 from cacheclient.errors import MetadataError, UsageError
 from cacheclient.metadata.catalog import Catalog
-from cacheclient.metadata.layout import detect_layouts, v2_specfile_paths
+from cacheclient.metadata.layout import OCI_LAYOUT, detect_layouts, v2_specfile_paths
 from cacheclient.metadata.manifest import decode_text
-from cacheclient.metadata.oci_image import OCI_LAYOUT
 from cacheclient.metadata.page import read_page
 from cacheclient.mirrors.open import local_reader, open_catalog
 from cacheclient.model import BuildRecord

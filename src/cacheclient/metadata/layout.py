@@ -1,7 +1,8 @@
 """Where each file of a Spack binary mirror lives, for layouts v3 and v2 (FORMATS §2, §10).
 
 All paths are relative to the mirror root and use ``/``. Name components pass through
-:func:`polite_filename` exactly like Spack's ``Spec.format_path`` (pitfall 2).
+:func:`polite_filename` exactly like Spack's ``Spec.format_path`` (pitfall 2). A mirror in an
+OCI registry (:func:`is_oci_url`) has layout :data:`OCI_LAYOUT` instead.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ __all__ = [
     "INDEX_V3",
     "KEYS_V3",
     "LAYOUT_JSON",
+    "OCI_LAYOUT",
     "blob_path",
     "detect_layouts",
     "hash_from_manifest_name",
+    "is_oci_url",
     "polite_filename",
     "spec_manifest_path",
     "split_compiler",
@@ -40,9 +43,26 @@ INDEX_V2 = "build_cache/index.json"
 INDEX_V2_HASH = "build_cache/index.json.hash"
 LAYOUT_JSON = "v3/layout.json"
 KEYS_V3 = "v3/manifests/key/keys.manifest.json"
+OCI_LAYOUT = 100
+"""The ``layout`` number cacheclient gives builds read from an OCI registry in its store
+records and locks (Spack's URL layouts are 2 and 3; this one is not Spack's). A registry's
+formats are in :mod:`cacheclient.metadata.oci_image`; this and :func:`is_oci_url` are here so
+that opening a mirror that is not a registry does not import them."""
+
+_OCI_SCHEMES = ("oci", "oci+http", "oci+https")
 
 _IMPOLITE = re.compile(r"[^A-Za-z0-9_+.-]")
 _HASH = re.compile(r"^[a-z0-9]{32}$")
+
+
+def is_oci_url(url: str) -> bool:
+    """Whether *url* names an OCI registry repository (``oci://`` or ``oci+http://``).
+
+    >>> is_oci_url("oci://ghcr.io/spack/cache"), is_oci_url("https://mirror.example")
+    (True, False)
+    """
+    scheme, sep, _rest = url.partition("://")
+    return bool(sep) and scheme.lower() in _OCI_SCHEMES
 
 
 def polite_filename(component: str) -> str:

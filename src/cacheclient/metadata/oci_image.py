@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cacheclient.errors import MetadataError
+from cacheclient.metadata.layout import OCI_LAYOUT, is_oci_url  # here too: a registry's names
 from cacheclient.metadata.specfile import SpecFile, read_specfile
 from cacheclient.model import BlobRef
 
@@ -57,27 +58,11 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 INDEX_TAG = "index.spack"
-OCI_LAYOUT = 100
-"""The ``layout`` number cacheclient gives builds read from an OCI registry in its store
-records and locks (Spack's URL layouts are 2 and 3; this one is not Spack's)."""
 MAX_CONFIG_LAYOUT = 3
 """``buildcache_layout_version`` that OCI configs carry: 1 (Spack 0.22), 2 (0.23), 3 (1.x)."""
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _NOT_TAG = re.compile(r"[^\w.-]")
-
-
-_OCI_SCHEMES = ("oci", "oci+http", "oci+https")
-
-
-def is_oci_url(url: str) -> bool:
-    """Whether *url* names an OCI registry repository (``oci://`` or ``oci+http://``).
-
-    >>> is_oci_url("oci://ghcr.io/spack/cache"), is_oci_url("https://mirror.example")
-    (True, False)
-    """
-    scheme, sep, _rest = url.partition("://")
-    return bool(sep) and scheme.lower() in _OCI_SCHEMES
 
 
 def ensure_valid_tag(tag: str) -> str:

@@ -50,9 +50,15 @@ from cacheclient.errors import (
 )
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
-from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
+from cacheclient.metadata.layout import (
+    INDEX_V2,
+    INDEX_V2_HASH,
+    INDEX_V3,
+    OCI_LAYOUT,
+    is_oci_url,
+    spec_manifest_path,
+)
 from cacheclient.metadata.manifest import parse_manifest
-from cacheclient.mirrors.oci_index import OCI_INDEX_PATH, OCI_LAYOUT, is_oci_url, read_oci_index
 from cacheclient.mirrors.open import local_reader, local_root, open_catalog, read_blob
 from cacheclient.store import Store
 
@@ -264,7 +270,11 @@ def _catalog(
 
 
 def _index_source(url: str, layout: int) -> str:
-    return _join(url, {3: INDEX_V3, OCI_LAYOUT: OCI_INDEX_PATH}.get(layout, INDEX_V2))
+    if layout == OCI_LAYOUT:
+        from cacheclient.mirrors.oci_index import OCI_INDEX_PATH  # noqa: PLC0415 - registries only
+
+        return _join(url, OCI_INDEX_PATH)
+    return _join(url, INDEX_V3 if layout == 3 else INDEX_V2)
 
 
 def _cached_catalog(url: str, cache: _Cache, state: IndexState) -> Catalog | None:
@@ -518,6 +528,8 @@ def _refresh_oci(
     transport: Transport, url: str, old: IndexState | None
 ) -> tuple[IndexState, Body | None]:
     """A registry's ``index.spack`` (:mod:`cacheclient.mirrors.oci_index`)."""
+    from cacheclient.mirrors.oci_index import read_oci_index  # noqa: PLC0415 - registries only
+
     prior = old if old is not None and old.layout == OCI_LAYOUT else None
     found = read_oci_index(
         transport,

@@ -16,9 +16,14 @@ from pathlib import Path
 from cacheclient.errors import DownloadError, MetadataError, VerificationError
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
-from cacheclient.metadata.layout import INDEX_V2, INDEX_V2_HASH, INDEX_V3, spec_manifest_path
+from cacheclient.metadata.layout import (
+    INDEX_V2,
+    INDEX_V2_HASH,
+    INDEX_V3,
+    is_oci_url,
+    spec_manifest_path,
+)
 from cacheclient.metadata.manifest import parse_manifest
-from cacheclient.metadata.oci_image import is_oci_url
 from cacheclient.model import BlobRef
 
 __all__ = ["Reader", "check_blob", "local_reader", "local_root", "open_catalog", "read_blob"]
