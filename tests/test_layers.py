@@ -59,3 +59,17 @@ def test_the_layers_are_ordered_as_documented() -> None:
     assert LAYERS["cacheclient.fetch"] < LAYERS["cacheclient.installation"]
     assert LAYERS["cacheclient.installation"] < LAYERS["cacheclient.pipeline"]
     assert LAYERS["cacheclient.pipeline"] < LAYERS["cacheclient.cli"]
+
+
+def test_modules_get_their_logger_from_events() -> None:
+    """``cacheclient.events.get_logger`` is what sets up the CLI's routing of log records in a
+    process that imported ``logging`` only to log; a logger made elsewhere would bypass it."""
+    allowed = {"events.py", "cli/render.py"}  # get_logger itself; the routing it runs
+    package = SRC / "cacheclient"
+    direct = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if str(path.relative_to(package)) not in allowed
+        and "getLogger(" in path.read_text(encoding="utf-8")
+    ]
+    assert direct == []

@@ -1,4 +1,5 @@
-"""Progress and explanation hooks: :class:`Reporter`, with no-op methods.
+"""Progress and explanation hooks: :class:`Reporter`, with no-op methods; and the package's
+loggers (:func:`get_logger`).
 
 In the style of resolvelib's ``BaseReporter``: the fetcher and installer call the hooks, libraries
 ignore them or subclass for logs, and the CLI renders them (:mod:`cacheclient.cli.render`). Hooks
@@ -7,11 +8,16 @@ may be called from several download threads at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from cacheclient.model import BuildRecord
 
-__all__ = ["Reporter"]
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["Reporter", "get_logger", "when_logging"]
 
 
 def __dir__() -> list[str]:
@@ -57,3 +63,32 @@ class Reporter:
 
     def finished(self, summary: Mapping[str, int]) -> None:
         """The job ended; *summary* holds counts (items, bytes, seconds...)."""
+
+
+_WHEN_LOGGING: list[Callable[[], None]] = []
+
+
+def get_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)``: every module of the package gets its logger here.
+
+    :mod:`logging` (with :mod:`traceback`: some 2 ms) is imported by the first call, so a
+    command that has nothing to log (a warm ``resolve``) never imports it; what
+    :func:`when_logging` was given runs first.
+    """
+    import logging  # noqa: PLC0415 - only in a process that logs (see above)
+
+    hooks = _WHEN_LOGGING.copy()
+    _WHEN_LOGGING.clear()
+    for hook in hooks:
+        hook()
+    return logging.getLogger(name)
+
+
+def when_logging(hook: Callable[[], None]) -> None:
+    """Run *hook* now when :mod:`logging` is imported already, else just before the first
+    :func:`get_logger` call (the CLI routes the package's records through its display so,
+    without importing :mod:`logging` itself)."""
+    if "logging" in sys.modules:
+        hook()
+    elif hook not in _WHEN_LOGGING:
+        _WHEN_LOGGING.append(hook)

@@ -272,6 +272,40 @@ class TestActionableErrors:
         assert err.count("retrying in") == 2
         assert err.count(f"cannot connect to {host}") == 3  # two retries, one error
 
+    def test_a_fresh_process_imports_logging_to_log_and_routes_it_the_same(
+        self, tmp_path: Path
+    ) -> None:
+        """The CLI does not import ``logging`` itself (events.when_logging): the retries of
+        ``-v`` and a warning still come out through the renderer, as in-process above."""
+        probe = (
+            "import sys\n"
+            "from cacheclient.cli.main import main\n"
+            "loaded = 'logging' in sys.modules\n"
+            "print(loaded, main(sys.argv[1:]))\n"
+        )
+        store = str(tmp_path / "s")
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "CACHECLIENT_RETRIES": "3"}
+            cmd = [sys.executable, "-c", probe, *args]
+            return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+        url = refused_url()
+        host = url.split("://", 1)[1]
+        proc = run("fetch", "demo-tool", "--mirror", url, *HOST, "--store", store, "-v")
+        assert proc.stdout.splitlines()[-1] == "False 5"
+        retries, error = proc.stderr.splitlines()[:2], proc.stderr.splitlines()[2:]
+        for line in retries:  # INFO: no prefix
+            assert re.fullmatch(rf"cannot connect to {host}: .*; retrying in .*", line), line
+        assert len(error) == 1
+        assert error[0].startswith(f"cacheclient: error: cannot connect to {host}")
+        proc = run("resolve", "demo-tool@9", "demo-zlib@9", "--mirror", str(SPACK_V3_SIGNED),
+                   *HOST, "--store", store)  # fmt: skip
+        assert proc.stdout.splitlines()[-1] == "False 3"
+        warnings = [x for x in proc.stderr.splitlines() if x.startswith("cacheclient: warning: ")]
+        assert len(warnings) == 1
+        assert "demo-zlib" in warnings[0]
+
     def test_unknown_hash_prefix_lists_the_builds(
         self, trusted_store: Path, capsys: Capture
     ) -> None:

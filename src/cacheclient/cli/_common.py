@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from cacheclient.errors import CacheClientError, StoreError, printable
+from cacheclient.events import get_logger
 
 SCHEMA_VERSION = 1
 """Version of every ``--json`` document's schema (``schemas/<name>.json``); bumped when a
@@ -148,7 +148,7 @@ def finish_json(error: dict[str, Any] | None) -> None:
 
 def warn(message: str) -> None:
     """A non-fatal problem the user should see (e.g. a mirror that was skipped), on stderr."""
-    logging.getLogger("cacheclient").warning("%s", printable(message))
+    get_logger("cacheclient").warning("%s", printable(message))
 
 
 def require_existing_store(root: Any) -> None:

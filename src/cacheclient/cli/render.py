@@ -20,18 +20,20 @@ picks the renderer.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from cacheclient.cli.terminal import LiveArea, clip, clip_middle, printable, wants_live_display
-from cacheclient.events import Reporter
+from cacheclient.events import Reporter, when_logging
 from cacheclient.model import BuildRecord
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = [
     "GuardedStdout",
@@ -51,8 +53,6 @@ __all__ = [
 def __dir__() -> list[str]:
     return __all__
 
-
-LOGGER = logging.getLogger("cacheclient")
 
 _PREPARING_AFTER = 0.5
 """Seconds of silence before a terminal shows that the job is reading metadata."""
@@ -588,46 +588,62 @@ def stop_display() -> None:
     _OUTPUT.active = None
 
 
-_PREFIX = {
-    logging.DEBUG: "debug: ",
-    logging.INFO: "",
-    logging.WARNING: "cacheclient: warning: ",
-    logging.ERROR: "cacheclient: error: ",
-    logging.CRITICAL: "cacheclient: error: ",
-}
+def _make_handler() -> logging.Handler:
+    """A handler that writes ``cacheclient`` log records through the active renderer (its
+    class is made here: the base class is :mod:`logging`'s, imported only once something logs,
+    see :func:`cacheclient.events.get_logger`)."""
+    import logging  # noqa: PLC0415 - see above
 
+    prefix = {
+        logging.DEBUG: "debug: ",
+        logging.INFO: "",
+        logging.WARNING: "cacheclient: warning: ",
+        logging.ERROR: "cacheclient: error: ",
+        logging.CRITICAL: "cacheclient: error: ",
+    }
 
-class _Handler(logging.Handler):
-    """Writes ``cacheclient`` log records through the active renderer."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = printable(record.getMessage())
-        except (TypeError, ValueError):  # pragma: no cover - a bad format string is a bug
-            message = str(record.msg)
-        if _OUTPUT.json:
-            active = _OUTPUT.active
-            if isinstance(active, JsonLinesReporter):
-                active.log(record.levelname.lower(), message)
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                message = printable(record.getMessage())
+            except (TypeError, ValueError):  # pragma: no cover - a bad format string is a bug
+                message = str(record.msg)
+            if _OUTPUT.json:
+                active = _OUTPUT.active
+                if isinstance(active, JsonLinesReporter):
+                    active.log(record.levelname.lower(), message)
+                    return
+                payload = {"event": "log", "level": record.levelname.lower(), "message": message}
+                write_diagnostic(json.dumps(payload))
                 return
-            payload = {"event": "log", "level": record.levelname.lower(), "message": message}
-            write_diagnostic(json.dumps(payload))
-            return
-        write_diagnostic(_PREFIX.get(record.levelno, "") + message)
+            write_diagnostic(prefix.get(record.levelno, "") + message)
+
+    return Handler()
+
+
+def _route_logging() -> None:
+    """Send the ``cacheclient`` loggers' records through the active renderer, at the level of
+    the verbosity set."""
+    import logging  # noqa: PLC0415 - run once logging is in use (configure_output)
+
+    logger = logging.getLogger("cacheclient")
+    if _OUTPUT.handler is None:
+        _OUTPUT.handler = _make_handler()
+        logger.addHandler(_OUTPUT.handler)
+        logger.propagate = False
+    level_of = {0: logging.WARNING, 1: logging.INFO}
+    logger.setLevel(level_of.get(max(_OUTPUT.verbosity, 0), logging.DEBUG))
 
 
 def configure_output(*, verbose: int = 0, quiet: bool = False, json_output: bool = False) -> None:
     """Set the verbosity of this command and route ``logging`` to stderr through the renderer.
 
     Levels: ``-q`` warnings and errors only, no progress; default: progress and warnings;
-    ``-v`` also INFO (retries, mirrors passed over, each download); ``-vv`` also DEBUG.
+    ``-v`` also INFO (retries, mirrors passed over, each download); ``-vv`` also DEBUG. The
+    routing is set up once :mod:`logging` is in use (a command that logs nothing does not
+    import it).
     """
-    level_of = {0: logging.WARNING, 1: logging.INFO}
     _OUTPUT.verbosity = -1 if quiet and not verbose else verbose
     _OUTPUT.json = json_output
     _OUTPUT.active = None
-    if _OUTPUT.handler is None:
-        _OUTPUT.handler = _Handler()
-        LOGGER.addHandler(_OUTPUT.handler)
-        LOGGER.propagate = False
-    LOGGER.setLevel(level_of.get(max(_OUTPUT.verbosity, 0), logging.DEBUG))
+    when_logging(_route_logging)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import logging
 import random
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import archspec.cpu
 
 from cacheclient.errors import CacheClientError, MetadataError, VerificationError
+from cacheclient.events import get_logger
 from cacheclient.metadata.oci_image import (
     EMPTY_CONFIG,
     INDEX_TAG,
@@ -64,7 +64,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
-_LOG = logging.getLogger("cacheclient.push")
+_LOG = get_logger("cacheclient.push")
 INDEX_ROUNDS = 8
 """How many times the index is re-read and merged before giving up."""
 

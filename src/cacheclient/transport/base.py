@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import random
 import threading
@@ -44,6 +43,7 @@ from cacheclient.errors import (
     UsageError,
     VerificationError,
 )
+from cacheclient.events import get_logger
 from cacheclient.transport.sink import (
     PIPELINE_MIN,
     Sink,
@@ -255,7 +255,7 @@ def _retrying(
     )
 
 
-_LOG = logging.getLogger("cacheclient.transport")
+_LOG = get_logger("cacheclient.transport")
 
 
 def _gave_up(url: str, exc: _Transient, tries: int, started: float) -> DownloadError:
