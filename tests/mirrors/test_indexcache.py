@@ -327,6 +327,26 @@ def _drop_one_record_v3(mirror: Path) -> str:
     return victim
 
 
+_PROBE = RESOLVE_PROBE + "print(' '.join(m for m in sys.argv[3:] if m in sys.modules))\n"
+"""``python -c _PROBE MIRROR STORE MODULE...``: RESOLVE_PROBE, then which MODULEs it imported."""
+
+WARM_NEVER = [
+    "cacheclient.transport",
+    "cacheclient.fetch.fetcher",
+    "cacheclient.installation.installer",
+    "cacheclient.ci.lock",
+    "cacheclient.trust",
+    "tenacity",
+    # a registry's formats: only an oci:// mirror needs them
+    "cacheclient.mirrors.oci_index",
+    "cacheclient.metadata.oci_image",
+    "cacheclient.metadata.specfile",
+    # imported by the first logger (cacheclient.events.get_logger): nothing is logged here
+    "logging",
+]
+"""What a warm CLI resolve does not import (each costs start-up time of every command)."""
+
+
 @pytest.mark.usefixtures("parsed_always")
 class TestWarmParsesNothing:
     def test_http_warm_and_unchanged_refresh_parse_no_json(
@@ -363,20 +383,22 @@ class TestWarmParsesNothing:
         self, nginx_mirror: Callable[..., NginxServer], tmp_path: Path
     ) -> None:
         server = nginx_mirror(SPACK_V3_SIGNED)
-        code = RESOLVE_PROBE + "print(' '.join(m for m in sys.argv[3:] if m in sys.modules))\n"
-        heavy = [
-            "cacheclient.transport",
-            "cacheclient.fetch.fetcher",
-            "cacheclient.installation.installer",
-            "cacheclient.ci.lock",
-            "cacheclient.trust",
-            "tenacity",
-        ]
-        cmd = [sys.executable, "-c", code, server.url, str(tmp_path / "s"), *heavy]
+        cmd = [sys.executable, "-c", _PROBE, server.url, str(tmp_path / "s"), *WARM_NEVER]
         cold = subprocess.run(cmd, capture_output=True, text=True, check=True)
         warm = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        assert cold.stdout.splitlines()[-2:] == ["0 True", "cacheclient.transport tenacity"]
+        code, imported = cold.stdout.splitlines()[-2:]
+        assert code == "0 True"  # the probe sees what a cold resolve imports
+        assert {"cacheclient.transport", "tenacity", "logging"} <= set(imported.split())
         assert warm.stdout.splitlines()[-2:] == ["0 False", ""]
+
+    def test_cli_warm_resolve_from_a_local_mirror_imports_only_what_it_uses(
+        self, tmp_path: Path
+    ) -> None:
+        cmd = [sys.executable, "-c", _PROBE, str(SPACK_V3_SIGNED), str(tmp_path / "s"), *WARM_NEVER]
+        cold = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        warm = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        assert list(tmp_path.glob("s/.cacheclient/indices/*/*.sqlite"))  # the parsed index
+        assert cold.stdout.splitlines()[-2:] == warm.stdout.splitlines()[-2:] == ["0 False", ""]
 
 
 @pytest.mark.usefixtures("parsed_always")
