@@ -12,11 +12,9 @@ deepest vendor target that descends from it (narrowed by ``CPU part`` on AArch64
 
 from __future__ import annotations
 
-import difflib
 import os
 import platform as _platform
 import re
-import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -90,6 +88,8 @@ _MACOS_NAMES = {
 
 def parse_os_release(text: str) -> dict[str, str]:
     """``KEY=value`` pairs of an os-release file (shell quoting honoured, comments skipped)."""
+    import shlex  # noqa: PLC0415 - only when the OS is probed or a text is given
+
     values: dict[str, str] = {}
     for raw in text.splitlines():
         line = raw.strip()
@@ -288,6 +288,8 @@ def validate_target(name: str) -> str:
     """*name* if archspec knows it; :class:`UsageError` listing near names otherwise."""
     if name in archspec.cpu.TARGETS:
         return name
+    import difflib  # noqa: PLC0415 - only for the error
+
     near = difflib.get_close_matches(name, sorted(archspec.cpu.TARGETS), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(near)}?" if near else ""
     raise UsageError(f"unknown target {name!r} (not an archspec microarchitecture){hint}")
