@@ -343,6 +343,8 @@ WARM_NEVER = [
     "cacheclient.metadata.specfile",
     # imported by the first logger (cacheclient.events.get_logger): nothing is logged here
     "logging",
+    # only for "did you mean" when no build has the name asked for
+    "difflib",
 ]
 """What a warm CLI resolve does not import (each costs start-up time of every command)."""
 

@@ -25,7 +25,6 @@ Everything here is pure: the catalog, the host and the closure function are argu
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -512,6 +511,8 @@ def _resolve_one(
         elif req.hash_prefix is not None:
             note = _no_prefix_note(req, catalog)
         else:
+            import difflib  # noqa: PLC0415 - only when no build has that name
+
             near = difflib.get_close_matches(req.name or "", catalog.names(), n=3)
             note = f"no build named {req.name} in {catalog.source}"
             if near:
