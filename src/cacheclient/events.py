@@ -9,6 +9,7 @@ may be called from several download threads at once.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,7 @@ class Reporter:
 
 
 _WHEN_LOGGING: list[Callable[[], None]] = []
+_HOOKS_LOCK = threading.Lock()
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -77,10 +79,11 @@ def get_logger(name: str) -> logging.Logger:
     """
     import logging  # noqa: PLC0415 - only in a process that logs (see above)
 
-    hooks = _WHEN_LOGGING.copy()
-    _WHEN_LOGGING.clear()
-    for hook in hooks:
-        hook()
+    with _HOOKS_LOCK:  # download threads may log first at once: each hook runs once
+        hooks = _WHEN_LOGGING.copy()
+        _WHEN_LOGGING.clear()
+        for hook in hooks:
+            hook()
     return logging.getLogger(name)
 
 
