@@ -227,7 +227,7 @@ class BuildRecord:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClosureNode:
     """A build as a runtime-closure walk sees it: who it is, whether it can be installed, and
-    its runtime (link/run) children as ``(name, hash)`` pairs, sorted (the walk's order).
+    the hashes of its runtime (link/run) children in the walk's order (by name, then hash).
 
     An on-disk parsed index keeps this summary beside each full record, so a closure of
     thousands of builds is walked and reported without decoding their full records;
@@ -240,7 +240,7 @@ class ClosureNode:
     target: str
     installable: bool = True
     external: bool = False
-    children: tuple[tuple[str, str], ...] = ()
+    children: tuple[str, ...] = ()
 
     @property
     def short_hash(self) -> str:
@@ -256,5 +256,8 @@ class ClosureNode:
             target=record.target,
             installable=record.installable,
             external=record.is_external,
-            children=tuple(sorted((d.name, d.hash) for d in record.runtime_dependencies())),
+            children=tuple(
+                d.hash
+                for d in sorted(record.runtime_dependencies(), key=lambda d: (d.name, d.hash))
+            ),
         )

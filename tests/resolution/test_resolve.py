@@ -248,7 +248,7 @@ class TestSpackMirror:
         # post-order: every node comes after its runtime dependencies
         seen: set[str] = set()
         for r in res.closure:
-            assert all(dep_hash in seen for _, dep_hash in r.children)
+            assert all(dep_hash in seen for dep_hash in r.children)
             seen.add(r.hash)
 
     def test_pinned_target_request(self) -> None:

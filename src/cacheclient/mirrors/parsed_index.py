@@ -193,11 +193,14 @@ class _Rows:
                         "target": record["target"],
                         "installable": record["installable"],
                         "external": external,
-                        "children": sorted(
-                            (dep["name"], dep["hash"])
-                            for dep in record["dependencies"]
-                            if not runtime.isdisjoint(dep["deptypes"])
-                        ),
+                        "children": [
+                            dag
+                            for _, dag in sorted(
+                                (dep["name"], dep["hash"])
+                                for dep in record["dependencies"]
+                                if not runtime.isdisjoint(dep["deptypes"])
+                            )
+                        ],
                     }
                 )
                 info = record.pop("target_info", None)

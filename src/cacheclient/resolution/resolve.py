@@ -357,17 +357,18 @@ def runtime_closure(
     entered: set[str] = {root.hash}
     top = ClosureNode.of(root)
     # (node, its children not visited yet)
-    stack: list[tuple[ClosureNode, Iterator[tuple[str, str]]]] = [(top, iter(top.children))]
+    stack: list[tuple[ClosureNode, Iterator[str]]] = [(top, iter(top.children))]
     while stack:
         node, todo = stack[-1]
-        for dep_name, dep_hash in todo:  # resumes where the node's last visit stopped
+        for dep_hash in todo:  # resumes where the node's last visit stopped
             if dep_hash in entered or dep_hash in externals:
                 continue
             child = nodes.get(dep_hash) or _node(catalog, dep_hash)
             if child is None:
+                parent = root if node.hash == root.hash else catalog.get(node.hash)
                 raise ClosureHole(
-                    f"{dep_name}/{dep_hash[:7]} (a dependency of {node.name}/{node.short_hash}) "
-                    "is missing from the metadata"
+                    f"{_edge_name(parent, dep_hash)}/{dep_hash[:7]} (a dependency of "
+                    f"{node.name}/{node.short_hash}) is missing from the metadata"
                 )
             if child.external:
                 external = catalog.get(dep_hash)
@@ -376,8 +377,8 @@ def runtime_closure(
                     continue
             if not child.installable:
                 raise ClosureHole(
-                    f"{dep_name}/{dep_hash[:7]} has no binary (a dependency-only record; needed "
-                    f"by {node.name}/{node.short_hash})"
+                    f"{child.name}/{child.short_hash} has no binary (a dependency-only record; "
+                    f"needed by {node.name}/{node.short_hash})"
                 )
             entered.add(dep_hash)
             stack.append((child, iter(child.children)))
@@ -386,6 +387,12 @@ def runtime_closure(
             stack.pop()
             order.append(node)
     return order, sorted(externals.values(), key=lambda r: (r.name, r.hash))
+
+
+def _edge_name(parent: BuildRecord | None, dep_hash: str) -> str:
+    """The name *parent*'s edge gives the dependency *dep_hash* (which the catalog lacks)."""
+    edges = parent.dependencies if parent is not None else ()
+    return next((d.name for d in edges if d.hash == dep_hash), "?")
 
 
 def _node(catalog: CatalogLike, dag_hash: str) -> ClosureNode | None:
@@ -405,7 +412,7 @@ def _read_ahead(root: BuildRecord, catalog: CatalogLike) -> dict[str, ClosureNod
     seen = {root.hash}
     level = [ClosureNode.of(root)]
     while level:
-        wanted = [h for node in level for _, h in node.children if h not in seen]
+        wanted = [h for node in level for h in node.children if h not in seen]
         if not wanted:
             break
         seen.update(wanted)
