@@ -185,6 +185,12 @@ class _Rows:
             else:
                 # ClosureNode.of(the record), from the fields the reader gives
                 external = record.get("external_path") is not None
+                edges = [
+                    (dep["name"], dep["hash"])
+                    for dep in record["dependencies"]
+                    if not runtime.isdisjoint(dep["deptypes"])
+                ]
+                edges.sort()
                 walk = encode(
                     {
                         "hash": dag_hash,
@@ -193,14 +199,7 @@ class _Rows:
                         "target": record["target"],
                         "installable": record["installable"],
                         "external": external,
-                        "children": [
-                            dag
-                            for _, dag in sorted(
-                                (dep["name"], dep["hash"])
-                                for dep in record["dependencies"]
-                                if not runtime.isdisjoint(dep["deptypes"])
-                            )
-                        ],
+                        "children": [dag for _, dag in edges],
                     }
                 )
                 info = record.pop("target_info", None)
