@@ -1,10 +1,14 @@
 """Small builders several test modules share: a store that trusts a key, the blobs it holds, a
-probe that runs a resolve in a fresh interpreter."""
+probe that runs a resolve in a fresh interpreter, a counter of index parses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from cacheclient.metadata import database, database_fast
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
 from paths import SPACK_V3_KEY
@@ -36,3 +40,21 @@ RESOLVE_PROBE = (
 )
 """``python -c RESOLVE_PROBE MIRROR STORE``: resolves ``demo-zlib`` of the v3 fixture with the
 index always kept parsed, and prints the exit code and whether ``requests`` was imported."""
+
+
+class Parses:
+    """Counts every JSON read of an index: the full reader (``database.load_json``) and the
+    fast one (``database_fast.read_records``, which the parsed index imports when it builds)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for module, name in ((database, "load_json"), (database_fast, "read_records")):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, self._counted(real))
+
+    def _counted(self, real: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        return wrapper

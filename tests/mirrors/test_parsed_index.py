@@ -15,8 +15,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from builders import Parses
 from cacheclient.errors import MetadataError, StoreError
-from cacheclient.metadata import database, database_fast
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import spec_manifest_path
@@ -42,27 +42,6 @@ def v3_index() -> tuple[bytes, str]:
     blob = parse_manifest(raw, "index manifest").index_blob
     assert blob is not None
     return (SPACK_V3_SIGNED / blob.path).read_bytes(), blob.checksum
-
-
-class Parses:
-    """Counts every JSON read of an index (full reader and fast reader)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        for module, name in (
-            (database, "load_json"),
-            (database_fast, "read_records"),
-            (parsed_index, "read_records"),
-        ):
-            real = getattr(module, name)
-            monkeypatch.setattr(module, name, self._counted(real))
-
-    def _counted(self, real: Callable[..., object]) -> Callable[..., object]:
-        def wrapper(*args: object, **kwargs: object) -> object:
-            self.count += 1
-            return real(*args, **kwargs)
-
-        return wrapper
 
 
 def open_v3(folder: Path, data: Callable[[], bytes] | None = None) -> Catalog:

@@ -48,7 +48,6 @@ import msgspec
 from cacheclient.errors import MetadataError, StoreError
 from cacheclient.metadata.catalog import RecordIndex
 from cacheclient.metadata.database import gc_paused
-from cacheclient.metadata.database_fast import read_records
 from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.model import RUNTIME_DEPTYPES, BuildRecord, ClosureNode
 
@@ -172,6 +171,9 @@ class _Rows:
         self, part: tuple[int, int]
     ) -> Iterator[tuple[tuple[str, str, int, bytes, int | None, int], tuple[str, int, bytes, int]]]:
         """``(records row, walks row)`` of each record of *part*."""
+        # The fast reader's typed structs are made only when an index is read (not warm).
+        from cacheclient.metadata.database_fast import read_records  # noqa: PLC0415
+
         encode = self.encode
         derived = self.derived
         entries = read_records(
