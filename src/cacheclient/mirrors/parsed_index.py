@@ -3,12 +3,13 @@
 A 60,000-record index is 80-185 MB of JSON; reading it takes seconds. It is read once, when its
 checksum is new (:func:`build_parsed_index`, with the fast reader of
 :mod:`cacheclient.metadata.database_fast`), into ``<folder>/<checksum>.sqlite``: one row per
-record (hash, package name, the :class:`~cacheclient.model.BuildRecord` in msgpack, a CRC, and
-the record's :class:`~cacheclient.model.ClosureNode` summary with a CRC of its own), indexed by
-hash and by name. A row's body leaves out what the reader knows already: the
-index's ``source`` and ``stacks`` (the same for every record, checked in the file's meta) and,
-for a v3 index, the ``manifest_path`` (:func:`~cacheclient.metadata.layout.spec_manifest_path`
-of the record's name, version and hash; the row's kind says so). A large index is read by two
+record (hash, package name, the :class:`~cacheclient.model.BuildRecord` in msgpack, a CRC),
+indexed by hash and by name, and in a table of its own the record's
+:class:`~cacheclient.model.ClosureNode` summary (msgpack, a CRC of its own), indexed by hash. A
+row's body leaves out what the reader knows already: the index's ``source`` and ``stacks`` (the
+same for every record, checked in the file's meta) and, for a v3 index, the ``manifest_path``
+(:func:`~cacheclient.metadata.layout.spec_manifest_path` of the record's name, version and
+hash; the row's kind says so). A large index is read by two
 processes at once on Linux (:data:`PARALLEL_ABOVE`): a forked child writes the second half of
 the records into a file of its own, copied in at the end. Later commands open it
 read-only and decode only the rows they touch: resolving one package reads its records and the
@@ -18,7 +19,8 @@ The file lives in the store and is untrusted like everything read back from it. 
 only when it is a regular file (not a symlink) whose SQLite header, size, application id,
 format, index checksum, source and stacks match; each row's CRC (over body, kind and target)
 must match and its record must decode into the expected types with the row's hash and name,
-and without the fields the reader fills in. Anything else is
+and without the fields the reader fills in; a summary's CRC must match and it must decode into a
+:class:`~cacheclient.model.ClosureNode` of its row's hash. Anything else is
 :class:`ParsedIndexCorrupt`, and :func:`open_parsed_index` deletes the file and builds it again
 (mid-command too: a row found damaged while resolving triggers one rebuild). The file is written
 under a temporary name and renamed into place, so a crash never leaves half a file.
@@ -525,45 +527,44 @@ class ParsedIndex:
 
         :raises MetadataError: the index holds a malformed record for one of them.
         """
-        wanted = sorted(set(hashes))
         found: dict[str, BuildRecord] = {}
+        for row in self._batched(_SELECT, hashes):
+            dag_hash = row[0]
+            if not isinstance(dag_hash, str) or dag_hash in found:
+                raise ParsedIndexCorrupt("a hash is not text, or is listed twice")
+            found[dag_hash] = self._record(dag_hash, row)
+        return found
+
+    def _batched(self, select: str, hashes: Iterable[str]) -> Iterator[tuple[object, ...]]:
+        """The rows *select* gives for *hashes*, :data:`_BATCH` hashes a query."""
+        wanted = sorted(set(hashes))
         for start in range(0, len(wanted), _BATCH):
             chunk = wanted[start : start + _BATCH]
-            sql = f"{_SELECT} WHERE hash IN ({','.join('?' * len(chunk))})"
-            for row in self._query(sql, chunk):
-                dag_hash = row[0]
-                if not isinstance(dag_hash, str) or dag_hash in found:
-                    raise ParsedIndexCorrupt("a hash is not text, or is listed twice")
-                found[dag_hash] = self._record(dag_hash, row)
-        return found
+            yield from self._query(f"{select} WHERE hash IN ({','.join('?' * len(chunk))})", chunk)
 
     def walk_many(self, hashes: Iterable[str]) -> dict[str, ClosureNode | None]:
         """The closure summaries of those *hashes* the index holds (``None`` for a malformed
         record: :meth:`get` raises its error), read in batches without decoding full records."""
-        wanted = sorted(set(hashes))
         found: dict[str, ClosureNode | None] = {}
         decode, crc32 = self._decode_walk, zlib.crc32
-        for start in range(0, len(wanted), _BATCH):
-            chunk = wanted[start : start + _BATCH]
-            sql = f"{_SELECT_WALK} WHERE hash IN ({','.join('?' * len(chunk))})"
-            for dag_hash, kind, walk, wcrc in self._query(sql, chunk):
-                if (
-                    not isinstance(dag_hash, str)
-                    or dag_hash in found
-                    or not isinstance(walk, bytes)
-                    or wcrc != crc32(walk)
-                ):
-                    raise ParsedIndexCorrupt(f"record {dag_hash!r:.40}: summary does not match")
-                if kind == _ERROR:
-                    found[dag_hash] = None
-                    continue
-                try:
-                    node = decode(walk)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    raise ParsedIndexCorrupt(f"record {dag_hash}: {exc}") from None
-                if node.hash != dag_hash:
-                    raise ParsedIndexCorrupt(f"record {dag_hash}: summary does not match its key")
-                found[dag_hash] = node
+        for dag_hash, kind, walk, wcrc in self._batched(_SELECT_WALK, hashes):
+            if (
+                not isinstance(dag_hash, str)
+                or dag_hash in found
+                or not isinstance(walk, bytes)
+                or wcrc != crc32(walk)
+            ):
+                raise ParsedIndexCorrupt(f"record {dag_hash!r:.40}: summary does not match")
+            if kind == _ERROR:
+                found[dag_hash] = None
+                continue
+            try:
+                node = decode(walk)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ParsedIndexCorrupt(f"record {dag_hash}: {exc}") from None
+            if node.hash != dag_hash:
+                raise ParsedIndexCorrupt(f"record {dag_hash}: summary does not match its key")
+            found[dag_hash] = node
         return found
 
     def _record(self, dag_hash: str, row: tuple[object, ...]) -> BuildRecord:
