@@ -399,18 +399,26 @@ def _update(path: Path, sql: str, *args: object) -> None:
         conn.close()
 
 
-def _swap_bodies(path: Path) -> None:
-    """Two rows exchange body and CRC: each row's CRC still matches its body."""
-    conn = sqlite3.connect(path)
-    try:
-        (a, ba, ca), (b, bb, cb) = conn.execute(
-            "SELECT hash, body, crc FROM records WHERE kind != 1 ORDER BY hash LIMIT 2"
-        ).fetchall()
-        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (bb, cb, a))
-        conn.execute("UPDATE records SET body = ?, crc = ? WHERE hash = ?", (ba, ca, b))
-        conn.commit()
-    finally:
-        conn.close()
+def _swap(table: str, column: str) -> Callable[[Path], None]:
+    """Two rows of *table* exchange *column* and CRC: each row's CRC still matches."""
+
+    def swap(path: Path) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            (a, va, ca), (b, vb, cb) = conn.execute(
+                f"SELECT hash, {column}, crc FROM {table} WHERE kind != 1 ORDER BY hash LIMIT 2"  # noqa: S608
+            ).fetchall()
+            update = f"UPDATE {table} SET {column} = ?, crc = ? WHERE hash = ?"  # noqa: S608
+            conn.execute(update, (vb, cb, a))
+            conn.execute(update, (va, ca, b))
+            conn.commit()
+        finally:
+            conn.close()
+
+    return swap
+
+
+_swap_bodies = _swap("records", "body")
 
 
 def _edit_body(key: str, value: object) -> Callable[[Path], None]:
@@ -498,20 +506,6 @@ def _old_format(path: Path) -> None:
     conn.close()
 
 
-def _swap_walks(path: Path) -> None:
-    """Two summaries exchange places, each with its own (matching) CRC."""
-    conn = sqlite3.connect(path)
-    try:
-        (a, wa, ca), (b, wb, cb) = conn.execute(
-            "SELECT hash, walk, crc FROM walks WHERE kind != 1 ORDER BY hash LIMIT 2"
-        ).fetchall()
-        conn.execute("UPDATE walks SET walk = ?, crc = ? WHERE hash = ?", (wb, cb, a))
-        conn.execute("UPDATE walks SET walk = ?, crc = ? WHERE hash = ?", (wa, ca, b))
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def _flip_walks(path: Path) -> None:
     """Every summary says "not installable", its CRC left as it was (a flipped bit)."""
     conn = sqlite3.connect(path)
@@ -557,7 +551,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "body-not-blob": lambda p: _update(p, "UPDATE records SET body = 3"),
     "kind": lambda p: _update(p, "UPDATE records SET kind = 7"),
     "summary-crc": _flip_walks,
-    "summary-swapped": _swap_walks,
+    "summary-swapped": _swap("walks", "walk"),
     "summary-not-msgpack": _garbage_walks,
     "no-summaries": lambda p: _update(p, "DROP TABLE walks"),
 }
@@ -658,6 +652,19 @@ def _hash(i: int) -> str:
     return f"{i:032d}".translate(str.maketrans("0123456789", "abcdefghij"))
 
 
+def _calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[tuple[object, ...]]:
+    """The arguments of every call of ``ParsedIndex.<method>`` from now on (each still runs)."""
+    calls: list[tuple[object, ...]] = []
+    real = getattr(ParsedIndex, method)
+
+    def counted(self: ParsedIndex, *args: object) -> object:
+        calls.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(ParsedIndex, method, counted)
+    return calls
+
+
 class TestClosureReads:
     """A closure is read from the parsed index in batches, with the same answer."""
 
@@ -677,21 +684,16 @@ class TestClosureReads:
         ]
         return _index(nodes)
 
+    def wide_catalog(self, tmp_path: Path, data: bytes) -> Catalog:
+        index = open_parsed_index(tmp_path, "c" * 64, source="idx", data=lambda: data)
+        return Catalog.over(index, source="idx")
+
     def test_a_large_closure_takes_a_few_queries_and_gives_the_json_answer(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         data = self.wide_index()
-        catalog = Catalog.over(
-            open_parsed_index(tmp_path, "c" * 64, source="idx", data=lambda: data), source="idx"
-        )
-        queries: list[str] = []
-        real = parsed_index.ParsedIndex._query
-
-        def counted(self: parsed_index.ParsedIndex, sql: str, args: object = ()) -> object:
-            queries.append(sql)
-            return real(self, sql, args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(parsed_index.ParsedIndex, "_query", counted)
+        catalog = self.wide_catalog(tmp_path, data)
+        queries = _calls(monkeypatch, "_query")
         (stored,) = resolve(["root"], catalog, self.HOST)
         (parsed,) = resolve(["root"], parse_database(data, "idx"), self.HOST)
         assert stored.selected is not None
@@ -705,21 +707,12 @@ class TestClosureReads:
     def test_a_closure_is_walked_without_decoding_its_records(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        data = self.wide_index()
-        catalog = Catalog.over(
-            open_parsed_index(tmp_path, "c" * 64, source="idx", data=lambda: data), source="idx"
-        )
-        decoded: list[str] = []
-        real = parsed_index.ParsedIndex._record
-
-        def counted(self: parsed_index.ParsedIndex, dag_hash: str, row: object) -> BuildRecord:
-            decoded.append(dag_hash)
-            return real(self, dag_hash, row)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(parsed_index.ParsedIndex, "_record", counted)
+        catalog = self.wide_catalog(tmp_path, self.wide_index())
+        decoded = _calls(monkeypatch, "_record")
         (res,) = resolve(["root"], catalog, self.HOST)
         assert len(res.closure) == 1 + 3 + self.WIDE + 5
-        assert decoded == [_hash(1)]  # the candidate only, not its 1,208 dependencies
+        # the candidate only, not its 1,208 dependencies
+        assert [dag_hash for dag_hash, _ in decoded] == [_hash(1)]
 
     def test_get_many_is_get_for_each(self, tmp_path: Path) -> None:
         bad: dict[str, object] = {"name": "bad", "version": "1", "hash": _hash(3), "arch": "broken"}

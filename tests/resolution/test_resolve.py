@@ -368,10 +368,10 @@ class TestSmallCatalogs:
         """The pipeline passes a function reading signed specs; its holes reject candidates."""
         cat = Catalog([rec("a", version="2.0"), rec("b", version="1.0")], source="t")
 
-        def closure(r: BuildRecord) -> tuple[list[BuildRecord], list[BuildRecord]]:
+        def closure(r: BuildRecord) -> tuple[list[ClosureNode], list[BuildRecord]]:
             if r.hash == "a" * 32:
                 raise ClosureHole("dep/1234567 has no binary on any mirror")
-            return [r], []
+            return [ClosureNode.of(r)], []
 
         (res,) = resolve(["pkg"], cat, host("ubuntu22.04", "x86_64_v3"), closure=closure)
         assert res.selected is not None
