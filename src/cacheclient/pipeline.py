@@ -289,12 +289,16 @@ class Client:
                     f"offline: {len(missing)} build(s) missing from the store "
                     f"{self.store.root}: " + "; ".join(sorted(missing))
                 )
-        for record in records:
-            error = errors.get(record.hash)
-            if isinstance(error, MissingBuildError):
-                raise ClosureHole(f"{record.name}/{record.short_hash} has no binary ({error})")
-            if error is not None:
-                raise error
+        failed = [(r, errors[r.hash]) for r in records if r.hash in errors]
+        if failed:
+            record, first = failed[0]
+            if isinstance(first, MissingBuildError):
+                raise ClosureHole(f"{record.name}/{record.short_hash} has no binary ({first})")
+            # Builds verified at once fail in any order: the most telling error is raised (a
+            # bad signature, not "mirror skipped" because the other builds' signatures were bad).
+            from cacheclient.fetch.routing import severity  # noqa: PLC0415 - see the imports
+
+            raise min((e for _, e in failed if not isinstance(e, MissingBuildError)), key=severity)
         return {r.hash: verified[r.hash] for r in records}
 
     # -- fetch and install ---------------------------------------------------------------------
