@@ -417,6 +417,11 @@ def _download_v2(
     return partial, result.sha256, result.size, result.etag
 
 
+def _hash_text(body: bytes | None) -> str:
+    """The sha256 an ``index.json.hash`` file holds (its first 64 characters)."""
+    return (body or b"")[:64].decode("ascii", "replace").strip()
+
+
 def _refresh_v2(
     transport: Transport, cache: _Cache, url: str, old: IndexState | None
 ) -> tuple[IndexState, Body | None] | None:
@@ -444,8 +449,7 @@ def _refresh_v2(
             url=url, layout=2, index_hash=digest, etag=fetched.etag, checked_at=now, size=len(body)
         ), body
     if previous is not None:
-        remote_hash = transport.read(_join(url, INDEX_V2_HASH))
-        text = (remote_hash or b"")[:64].decode("ascii", "replace").strip()
+        text = _hash_text(transport.read(_join(url, INDEX_V2_HASH)))
         if text == previous.index_hash:
             return IndexState(
                 url=url, layout=2, index_hash=text, etag=None, checked_at=now, size=previous.size
@@ -600,8 +604,7 @@ def _still_current(
         fetched = ask(INDEX_V2_HASH)
         if fetched is None or fetched.status != 200:
             return None, None
-        text = fetched.body[:64].decode("ascii", "replace").strip()
-        if text != old.index_hash:
+        if _hash_text(fetched.body) != old.index_hash:
             return None, None
         return replace(old, url=url, etag=None, checked_at=now), None
     return None, None

@@ -351,11 +351,11 @@ def runtime_closure(
     does not hold, or holds without a binary, is a :class:`ClosureHole` naming it. The walk is
     iterative, so a chain thousands of builds deep needs no deep Python stack.
     """
-    nodes = _read_ahead(root, catalog)
+    top = ClosureNode.of(root)
+    nodes = _read_ahead(top, catalog)
     order: list[ClosureNode] = []
     externals: dict[str, BuildRecord] = {}
     entered: set[str] = {root.hash}
-    top = ClosureNode.of(root)
     # (node, its children not visited yet)
     stack: list[tuple[ClosureNode, Iterator[str]]] = [(top, iter(top.children))]
     while stack:
@@ -402,7 +402,7 @@ def _node(catalog: CatalogLike, dag_hash: str) -> ClosureNode | None:
     return None if record is None else ClosureNode.of(record)
 
 
-def _read_ahead(root: BuildRecord, catalog: CatalogLike) -> dict[str, ClosureNode]:
+def _read_ahead(root: ClosureNode, catalog: CatalogLike) -> dict[str, ClosureNode]:
     """The closure's summaries, asked for level by level, each level at once (a catalog on a
     parsed index then reads a closure of thousands of builds in a few dozen queries, without
     decoding a full record). Builds it cannot summarise are read in full, ahead as well."""
@@ -410,7 +410,7 @@ def _read_ahead(root: BuildRecord, catalog: CatalogLike) -> dict[str, ClosureNod
     # which order is decided by the walk alone.
     found: dict[str, ClosureNode] = {}
     seen = {root.hash}
-    level = [ClosureNode.of(root)]
+    level = [root]
     while level:
         wanted = [h for node in level for h in node.children if h not in seen]
         if not wanted:

@@ -175,8 +175,7 @@ class _RegistryStream(_HttpStream):
 
     def __init__(self, response: requests.Response, offset: int) -> None:
         super().__init__(response.url, response, offset)
-        etag = response.headers.get("ETag")
-        self.validator = etag if etag and not etag.startswith(("W/", "w/")) else None
+        self.validator = self.etag
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
