@@ -1,17 +1,20 @@
 """Small builders several test modules share: a store that trusts a key, the blobs it holds, a
-probe that runs a resolve in a fresh interpreter, a counter of index parses."""
+probe that runs a resolve in a fresh interpreter, a counter of index parses, the bench's
+synthetic index."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cacheclient.metadata import database, database_fast
 from cacheclient.store import Store
 from cacheclient.trust import TrustStore
-from paths import SPACK_V3_KEY
+from paths import REPO_ROOT, SPACK_V3_KEY
 
 
 def trust_key(store: Path, key: Path = SPACK_V3_KEY) -> Path:
@@ -58,3 +61,15 @@ class Parses:
             return real(*args, **kwargs)
 
         return wrapper
+
+
+def synthetic_index(records: int, seed: int) -> dict[str, Any]:
+    """The Database JSON document ``bench/index_gen.py`` generates (records shaped like real
+    ones), as the benchmarks use it."""
+    spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc: dict[str, Any] = module.generate(records, seed=seed)
+    return doc

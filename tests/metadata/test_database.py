@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from builders import synthetic_index
 from cacheclient.errors import MetadataError
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.layout import spec_manifest_path
@@ -310,16 +311,7 @@ class TestJsonDecoding:
 
 class TestSyntheticBenchIndex:
     def test_generated_index_reads_back(self) -> None:
-        import importlib.util
-
-        from paths import REPO_ROOT
-
-        spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        doc = module.generate(300, seed=7)
+        doc = synthetic_index(300, seed=7)
         data = json.dumps(doc, separators=(",", ":")).encode()
         catalog = parse_database(data, "synthetic")
         assert len(catalog) == 300

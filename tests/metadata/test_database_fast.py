@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from builders import synthetic_index
 from cacheclient.errors import MetadataError
 from cacheclient.metadata.database import parse_database
 from cacheclient.metadata.database_fast import read_records
 from cacheclient.metadata.layout import spec_manifest_path
 from cacheclient.model import BuildRecord
-from paths import REPO_ROOT, SPACK_V3_UNSIGNED, V2_MIRRORS
+from paths import SPACK_V3_UNSIGNED, V2_MIRRORS
 
 V3_INDEX = (
     SPACK_V3_UNSIGNED
@@ -98,12 +98,7 @@ class TestRealIndexes:
         assert_same((V2_MIRRORS / kind / "build_cache/index.json").read_bytes(), stacks=("m",))
 
     def test_synthetic_bench_index(self) -> None:
-        spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        data = json.dumps(module.generate(300, seed=3)).encode()
+        data = json.dumps(synthetic_index(300, seed=3)).encode()
         assert_same(data, manifest_path_for=spec_manifest_path)
 
 

@@ -3,7 +3,6 @@ edited or replaced file is detected and rebuilt, never trusted, never a crash.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sqlite3
@@ -15,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from builders import Parses
+from builders import Parses, synthetic_index
 from cacheclient.errors import MetadataError, StoreError
 from cacheclient.metadata.catalog import Catalog
 from cacheclient.metadata.database import parse_database
@@ -31,7 +30,7 @@ from cacheclient.mirrors.parsed_index import (
 from cacheclient.model import BuildRecord, ClosureNode
 from cacheclient.resolution.host import HostProfile
 from cacheclient.resolution.resolve import resolve
-from paths import REPO_ROOT, SPACK_V3_SIGNED, V2_MIRRORS
+from paths import SPACK_V3_SIGNED, V2_MIRRORS
 
 HOST = HostProfile(platform="linux", os="debian12", target="x86_64_v4")
 STACKS = ("m",)
@@ -251,12 +250,7 @@ class TestTwoProcesses:
         assert [p.name for p in tmp_path.iterdir()] == [sqlite_file(tmp_path).name]
 
     def test_targets_of_both_halves(self, tmp_path: Path) -> None:
-        spec = importlib.util.spec_from_file_location("index_gen", REPO_ROOT / "bench/index_gen.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        data = json.dumps(module.generate(400, seed=5)).encode()
+        data = json.dumps(synthetic_index(400, seed=5)).encode()
         index = open_parsed_index(
             tmp_path, "d" * 64, source="g", data=lambda: data, manifest_path_for=spec_manifest_path
         )
