@@ -39,6 +39,7 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "printable",
+    "printable_lines",
     "redact",
 ]
 
@@ -48,6 +49,7 @@ def __dir__() -> list[str]:
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(0x7F, 0xA0)]}
+_CONTROL_BUT_LINES = {c: shown for c, shown in _CONTROL.items() if c not in (9, 10)}
 
 
 _USERINFO = re.compile(r"://[^/?#@\s]*@")
@@ -75,6 +77,16 @@ def printable(text: str) -> str:
     """*text* with control characters (terminal escapes, newlines, NUL, C1 codes) shown as
     ``\\xNN``: text from servers, files and metadata goes through it before a terminal."""
     return text.translate(_CONTROL)
+
+
+def printable_lines(text: str) -> str:
+    """Like :func:`printable`, but tabs and newlines stay: a command's whole output, whose
+    fields come from metadata (a package name carrying a terminal escape is shown, not run).
+
+    >>> printable_lines("needs \\x1b[2Jdep@1\\n")
+    'needs \\\\x1b[2Jdep@1\\n'
+    """
+    return text.translate(_CONTROL_BUT_LINES)
 
 
 class CacheClientError(Exception):

@@ -484,3 +484,44 @@ def test_a_short_terminal_keeps_the_total_line() -> None:
     screen.feed(text)
     assert screen.wrapped == 0
     assert screen.scrolled == 0
+
+
+class TestHostileNames:
+    """Fields of untrusted metadata reach stdout shown, never run by the terminal."""
+
+    @staticmethod
+    def _mirror(folder: Path) -> Path:
+        # A v2 index whose dependency is named with a terminal escape (clear screen, red).
+        evil = "\x1b[2J\x1b[31mdep"
+        installs = {}
+        for name, dag_hash, deps in (("tool", "a" * 32, [(evil, "b" * 32)]), (evil, "b" * 32, [])):
+            node = {
+                "name": name,
+                "version": "1",
+                "hash": dag_hash,
+                "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64"},
+                "dependencies": [
+                    {"name": n, "hash": h, "parameters": {"deptypes": ["link"], "virtuals": []}}
+                    for n, h in deps
+                ],
+            }
+            installs[dag_hash] = {"spec": node, "in_buildcache": True}
+        (folder / "build_cache").mkdir(parents=True)
+        doc = {"database": {"version": "8", "installs": installs}}
+        (folder / "build_cache/index.json").write_text(json.dumps(doc))
+        return folder
+
+    def test_a_name_with_a_terminal_escape_is_shown_not_run(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        mirror = self._mirror(tmp_path / "m")
+        host = ["--platform", "linux", "--os", "debian12", "--target", "x86_64"]
+        args = ["resolve", "tool", "--mirror", str(mirror), *host, "--store", str(tmp_path / "s")]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out
+        assert "needs \\x1b[2J\\x1b[31mdep@1 /bbbbbbb (x86_64)\n" in out
+        assert len(out.splitlines()) == 3  # host, the selection, its one dependency
+        assert main([*args, "--json"]) == 0  # JSON escapes it itself: unchanged
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["requests"][0]["closure"][0]["name"] == "\x1b[2J\x1b[31mdep"

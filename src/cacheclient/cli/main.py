@@ -25,7 +25,13 @@ from cacheclient.cli.render import (
     stop_display,
     write_diagnostic,
 )
-from cacheclient.errors import CacheClientError, VerificationError, printable, redact
+from cacheclient.errors import (
+    CacheClientError,
+    VerificationError,
+    printable,
+    printable_lines,
+    redact,
+)
 
 __all__ = ["build_parser", "install_from_cache", "main"]
 
@@ -194,13 +200,18 @@ def _fingerprint_of(key_id: str, store: str | None) -> str:
 
 class _Redacting(io.TextIOBase):
     """A text stream that never lets ``user:password@`` of a URL through (see
-    :func:`cacheclient.errors.redact`)."""
+    :func:`cacheclient.errors.redact`); with *results*, control characters other than tab and
+    newline are shown as ``\\xNN`` too (stdout carries fields of untrusted metadata; stderr
+    also carries the live display's own escapes, and its messages pass through
+    :func:`~cacheclient.errors.printable` where they are made)."""
 
-    def __init__(self, inner: TextIO) -> None:
+    def __init__(self, inner: TextIO, *, results: bool = False) -> None:
         self._inner = inner
+        self._results = results
 
     def write(self, text: str) -> int:
-        self._inner.write(redact(text))
+        safe = redact(text)
+        self._inner.write(printable_lines(safe) if self._results else safe)
         return len(text)
 
     def flush(self) -> None:
@@ -220,7 +231,7 @@ class _Redacting(io.TextIOBase):
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str], *, program: bool = False) -> int:
     """Run one command with credentials redacted from everything it prints."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Redacting(out), _Redacting(err)
+    sys.stdout, sys.stderr = _Redacting(out, results=True), _Redacting(err)
     try:
         return _run_command(parser, argv, program=program)
     finally:
